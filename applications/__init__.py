@@ -1,0 +1,11 @@
+"""Backbones and the re-ID model.
+
+``get_backbone(name, input_shape, weights, last_stride)`` builds one of ``BACKBONE_NAMES``
+(see ``applications.backbones``); ``backbone_min_input_size(name)`` is its smallest input;
+``clone_block`` copies a backbone's last block.
+"""
+from applications.backbones import (BACKBONE_NAMES, Backbone, ImagePreprocessing,
+                                     backbone_min_input_size, clone_block, get_backbone)
+
+__all__ = ["BACKBONE_NAMES", "Backbone", "ImagePreprocessing", "backbone_min_input_size",
+           "clone_block", "get_backbone"]

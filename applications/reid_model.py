@@ -1,0 +1,312 @@
+"""FlipReID / AdaptiveL2 re-ID head on a block-wise backbone (spec §4.3, §4.4, §4.7, §5).
+
+Models built by `build_reid_models` (all share weights):
+
+* ``feature_model``: raw RGB 0..255 image -> list of pooled, clipped embeddings, one per branch:
+  ``global`` (C) and ``region_1..region_N`` (C // N each).
+* ``inference_model``: image -> ONE tensor, the concatenation of the branch embeddings (e.g.
+  2048 + 2 * 1024 = 4096-d for ResNet50). It never flips; flip-TTA belongs to feature extraction.
+* ``classification_model``: one input per branch -> BNNeck (BN, eps 2e-5) -> Dense (no bias,
+  N(0, 0.001)) -> softmax.
+* ``training_model``: image -> ``[<branch>_embedding ..., <branch>_softmax ...]`` (embeddings
+  first, as FR). With ``use_horizontal_flipping_inside_model`` the flipped image goes through the
+  same ``feature_model``; a `FlippingLoss` layer adds the flipping MSE (weight
+  ``flipping_loss_weight``, metric ``flipping``) and the embeddings are the vanilla/flipped mean.
+
+Targets: the losses take SPARSE integer labels (B,) (one-hot (B, C) also works). Keras (tf-keras)
+applies one label tensor to every output, so ``fit(images, labels)`` is enough; a dict keyed by
+``training_model.output_names`` works too.
+"""
+import dataclasses
+from typing import List, Optional
+
+from utils.tf_env import tf, keras
+from applications.layers import (Clip, FlippingLoss, GlobalGeMPooling2D, HorizontalFlip,
+                                 HorizontalStripe)
+from applications.regularization import (RegularizationConfig, attach_regularizers,
+                                         regularization_factors)
+from losses.classification import CategoricalCrossEntropy
+from losses.triplet import BatchHardTripletLoss
+
+POOLING_MODES = ("GeM", "Average", "Max")
+EMBEDDING_SUFFIX = "_embedding"
+SOFTMAX_SUFFIX = "_softmax"
+
+
+@dataclasses.dataclass
+class ReIDModels:
+    """The models of one re-ID network plus the handles the training script needs."""
+    training_model: keras.Model
+    inference_model: keras.Model
+    classification_model: keras.Model
+    feature_model: keras.Model
+    branch_names: List[str]
+    embedding_sizes: List[int]
+    backbone_blocks: List[keras.Model]  # blocks[:-1] + the last-block copies, in use
+    global_block: keras.Model
+    regional_block: Optional[keras.Model]
+    gem_layers: List[GlobalGeMPooling2D]
+    regularization_terms: list
+    flipping_layer: Optional[FlippingLoss] = None
+
+    @property
+    def backbone_block_names(self):
+        return [block.name for block in self.backbone_blocks]
+
+    @property
+    def embedding_output_names(self):
+        return [name + EMBEDDING_SUFFIX for name in self.branch_names]
+
+    @property
+    def softmax_output_names(self):
+        return [name + SOFTMAX_SUFFIX for name in self.branch_names]
+
+    def gem_powers(self):
+        """``{"<gem layer name>_power": p}`` (FR log keys, spec §6.4)."""
+        return {f"{layer.name}_power": float(layer.power.numpy()) for layer in self.gem_layers}
+
+    def regularization_factors(self):
+        """Effective adaptive-L2 factors keyed as in spec §4.6 (empty for fixed L2)."""
+        return regularization_factors(self.regularization_terms)
+
+
+def _pooling_module(tensor, pooling_mode, min_value, max_value, branch_name, gem_layers):
+    if pooling_mode == "GeM":
+        layer = GlobalGeMPooling2D(name=f"{branch_name}_gem_pooling")
+        gem_layers.append(layer)
+    elif pooling_mode == "Average":
+        layer = keras.layers.GlobalAveragePooling2D(name=f"{branch_name}_average_pooling")
+    else:
+        layer = keras.layers.GlobalMaxPooling2D(name=f"{branch_name}_max_pooling")
+    tensor = layer(tensor)
+    if min_value is not None and max_value is not None:
+        tensor = Clip(min_value, max_value, name=f"{branch_name}_clip")(tensor)
+    return tensor
+
+
+def _validate_arguments(backbone, num_classes, region_num, pooling_mode, flipping_loss_weight,
+                        regularization):
+    if not getattr(backbone, "blocks", None):
+        raise ValueError("backbone must have a non-empty `blocks` list of Keras models.")
+    if not callable(getattr(backbone, "make_last_block_copy", None)):
+        raise ValueError("backbone must provide make_last_block_copy(name) to build the two "
+                         "independent last-block branches.")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    if int(region_num) < 0:
+        raise ValueError(f"region_num must be >= 0 (0 disables the regional branch), got "
+                         f"{region_num}.")
+    if pooling_mode not in POOLING_MODES:
+        raise ValueError(f"pooling_mode must be one of {POOLING_MODES}, got {pooling_mode!r}.")
+    if float(flipping_loss_weight) < 0:
+        raise ValueError(f"flipping_loss_weight must be >= 0, got {flipping_loss_weight}.")
+    if regularization is not None and not isinstance(regularization, RegularizationConfig):
+        raise ValueError("regularization must be a RegularizationConfig or None.")
+
+
+def _resolve_input_shape(backbone, input_shape):
+    if input_shape is None:
+        first_shape = getattr(backbone.blocks[0], "input_shape", None)
+        if isinstance(first_shape, list):
+            first_shape = first_shape[0]
+        input_shape = None if first_shape is None else tuple(first_shape[1:])
+    if input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}; pass "
+                         "input_shape= explicitly.")
+    return tuple(input_shape)
+
+
+def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", min_value=0.0,
+                      max_value=1.0, use_horizontal_flipping_inside_model=False,
+                      flipping_loss_weight=1.0, regularization=None, input_shape=None,
+                      verbose=True):
+    """Build the feature/inference/classification/training models (see module docstring).
+
+    ``regularization``: a `RegularizationConfig` (attached to the feature and classification
+    models before the training model is assembled) or None for no weight regularisation.
+    ``input_shape`` defaults to the first block's input shape.
+    """
+    _validate_arguments(backbone, num_classes, region_num, pooling_mode, flipping_loss_weight,
+                        regularization)
+    num_classes, region_num = int(num_classes), int(region_num)
+    input_shape = _resolve_input_shape(backbone, input_shape)
+    blocks = list(backbone.blocks)
+    last_block = blocks[-1]
+
+    image = keras.Input(shape=input_shape, name="image")
+    tensor = image
+    for block in blocks[:-1]:
+        tensor = block(tensor)
+    global_block = backbone.make_last_block_copy(f"{last_block.name}_global_branch")
+    regional_block = (backbone.make_last_block_copy(f"{last_block.name}_regional_branch")
+                      if region_num > 0 else None)
+
+    gem_layers, branch_names, embeddings = [], ["global"], []
+    global_map = global_block(tensor)
+    if global_map.shape.rank != 4:
+        raise ValueError(f"The last backbone block must output a 4-D feature map, got "
+                         f"{global_map.shape}.")
+    channels = global_map.shape[-1]
+    embeddings.append(_pooling_module(global_map, pooling_mode, min_value, max_value, "global",
+                                      gem_layers))
+    if region_num > 0:
+        if channels // region_num < 1:
+            raise ValueError(f"region_num={region_num} exceeds the {channels} feature channels.")
+        regional_map = regional_block(tensor)
+        for index in range(region_num):
+            branch_name = f"region_{index + 1}"
+            branch_names.append(branch_name)
+            stripe = HorizontalStripe(index, region_num, name=f"{branch_name}_stripe")(regional_map)
+            stripe = keras.layers.Conv2D(channels // region_num, 3, padding="same",
+                                         name=f"{branch_name}_conv")(stripe)
+            stripe = keras.layers.ReLU(name=f"{branch_name}_relu")(stripe)
+            embeddings.append(_pooling_module(stripe, pooling_mode, min_value, max_value,
+                                              branch_name, gem_layers))
+    embedding_sizes = [int(embedding.shape[-1]) for embedding in embeddings]
+    feature_model = keras.Model(image, embeddings, name="feature_model")
+    if len(embeddings) > 1:
+        concatenated = keras.layers.Concatenate(name="embedding")(embeddings)
+    else:
+        concatenated = keras.layers.Activation("linear", name="embedding")(embeddings[0])
+    inference_model = keras.Model(image, concatenated, name="inference_model")
+
+    classification_inputs, probabilities = [], []
+    for branch_name, size in zip(branch_names, embedding_sizes):
+        feature = keras.Input(shape=(size,), name=f"{branch_name}_feature")
+        classification_inputs.append(feature)
+        tensor = keras.layers.BatchNormalization(epsilon=2e-5, name=f"{branch_name}_bnneck")(feature)
+        tensor = keras.layers.Dense(
+            num_classes, use_bias=False,
+            kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.001),
+            name=f"{branch_name}_classifier")(tensor)
+        probabilities.append(keras.layers.Activation(
+            "softmax", name=f"{branch_name}_classifier_softmax")(tensor))
+    classification_model = keras.Model(classification_inputs, probabilities,
+                                       name="classification_model")
+
+    terms = attach_regularizers([feature_model, classification_model], regularization,
+                                verbose=verbose) if regularization is not None else []
+
+    training_image = keras.Input(shape=input_shape, name="image")
+    vanilla = tf.nest.flatten(feature_model(training_image))
+    flipping_layer = None
+    if use_horizontal_flipping_inside_model:
+        flipped_image = HorizontalFlip(name="horizontal_flip")(training_image)
+        flipped = tf.nest.flatten(feature_model(flipped_image))
+        flipping_layer = FlippingLoss(flipping_loss_weight, name="flipping_loss")
+        merged = tf.nest.flatten(flipping_layer([vanilla, flipped]))
+    else:
+        merged = vanilla
+    merged_probabilities = tf.nest.flatten(classification_model(merged))
+    outputs = [keras.layers.Activation("linear", name=name + EMBEDDING_SUFFIX)(tensor)
+               for name, tensor in zip(branch_names, merged)]
+    outputs += [keras.layers.Activation("linear", name=name + SOFTMAX_SUFFIX)(tensor)
+                for name, tensor in zip(branch_names, merged_probabilities)]
+    training_model = keras.Model(training_image, outputs, name="training_model")
+
+    backbone_blocks = blocks[:-1] + [global_block] + ([regional_block] if regional_block else [])
+    return ReIDModels(
+        training_model=training_model, inference_model=inference_model,
+        classification_model=classification_model, feature_model=feature_model,
+        branch_names=branch_names, embedding_sizes=embedding_sizes,
+        backbone_blocks=backbone_blocks, global_block=global_block,
+        regional_block=regional_block, gem_layers=gem_layers, regularization_terms=terms,
+        flipping_layer=flipping_layer)
+
+
+def set_backbone_trainable(models, trainable):
+    """(Un)freeze the backbone blocks and both last-block copies (spec §4.3 "Freeze").
+
+    The regional convs, GeM powers, BNNecks and classifiers are untouched. Frozen BN layers run in
+    inference mode (tf-keras semantics); θ of frozen layers freeze with them. Recompile afterwards
+    (`compile_training_model`).
+    """
+    if not isinstance(models, ReIDModels):
+        raise ValueError("set_backbone_trainable expects the ReIDModels from build_reid_models.")
+    for block in models.backbone_blocks:
+        block.trainable = bool(trainable)
+
+
+def load_training_weights(models, path):
+    """``training_model.load_weights(path)`` that also accepts HDF5 files saved while the backbone
+    had the other trainable state (tf-keras h5 files list each nested model's weights trainable
+    first, so the order depends on freezing). TF-checkpoint paths load by object graph anyway."""
+    if not isinstance(models, ReIDModels):
+        raise ValueError("load_training_weights expects the ReIDModels from build_reid_models.")
+    try:
+        return models.training_model.load_weights(path)
+    except ValueError:
+        if not str(path).endswith((".h5", ".hdf5", ".keras")):
+            raise
+    states = [block.trainable for block in models.backbone_blocks]
+    set_backbone_trainable(models, not all(states))
+    try:
+        return models.training_model.load_weights(path)
+    finally:
+        for block, state in zip(models.backbone_blocks, states):
+            block.trainable = state
+
+
+def training_losses(training_model, label_smoothing=0.0, margin="soft"):
+    """``{output name: loss}``: batch-hard triplet on ``*_embedding``, CE on ``*_softmax``."""
+    losses = {}
+    for name in training_model.output_names:
+        if name.endswith(EMBEDDING_SUFFIX):
+            losses[name] = BatchHardTripletLoss(margin=margin, name=f"{name}_triplet")
+        elif name.endswith(SOFTMAX_SUFFIX):
+            losses[name] = CategoricalCrossEntropy(label_smoothing=label_smoothing,
+                                                   name=f"{name}_cross_entropy")
+        else:
+            raise ValueError(f"Output {name!r} is neither an embedding nor a softmax output; "
+                             "pass a model from build_reid_models.")
+    return losses
+
+
+def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft",
+                           **compile_kwargs):
+    """Compile the training model with the spec §5 losses (each weight 1) + ``model.losses``.
+
+    ``models``: the `ReIDModels` or its ``training_model``. Targets are sparse integer labels
+    (B,), given once (Keras repeats them for every output). A new-style Keras optimizer is built
+    on every variable that can ever train (frozen ones included), so the same instance can be
+    reused after `set_backbone_trainable` + recompiling, keeping its slots and iteration count
+    (spec §6.1, §8.17). Returns the training model.
+    """
+    training_model = models.training_model if isinstance(models, ReIDModels) else models
+    if not isinstance(training_model, keras.Model):
+        raise ValueError("compile_training_model expects ReIDModels or a Keras training model.")
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        optimizer.build([variable for variable in training_model.variables if variable.trainable])
+    training_model.compile(optimizer=optimizer,
+                           loss=training_losses(training_model, label_smoothing, margin),
+                           **compile_kwargs)
+    return training_model
+
+
+def _is_theta(variable):
+    return variable.name.split(":")[0].endswith("_l2_regularization_theta")
+
+
+def export_inference_model(models):
+    """A standalone copy of the inference model without the adaptive-L2 θ variables and L2
+    losses, so ``save("x.h5")`` / ``keras.models.load_model(..., custom_objects=
+    applications.layers.CUSTOM_OBJECTS)`` round-trips (a model with θ attached to its layers has
+    more weights than its config rebuilds)."""
+    source = models.inference_model if isinstance(models, ReIDModels) else models
+    try:
+        clone = keras.models.clone_model(source)
+    except Exception as error:  # tf2cv-style layers may not rebuild from their config
+        raise ValueError(
+            "The inference model cannot be rebuilt from its config (some backbone layers are "
+            "not serialisable); save weights with save_weights() and rebuild the model with "
+            "build_reid_models instead.") from error
+    source_weights = [w for w in source.weights if not _is_theta(w)]
+    if len(source_weights) != len(clone.weights):
+        raise ValueError(f"Cloned inference model has {len(clone.weights)} weights, expected "
+                         f"{len(source_weights)}; the backbone blocks must be clonable.")
+    for source_weight, clone_weight in zip(source_weights, clone.weights):
+        if source_weight.shape != clone_weight.shape:
+            raise ValueError(f"Weight mismatch while exporting: {source_weight.name} "
+                             f"{source_weight.shape} vs {clone_weight.name} {clone_weight.shape}.")
+        clone_weight.assign(source_weight)
+    return clone

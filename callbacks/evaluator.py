@@ -1,0 +1,98 @@
+"""Periodic query/gallery evaluation of the inference model during training."""
+import os
+import time
+
+import numpy as np
+
+from utils.files import atomic_write
+from utils.tf_env import keras
+
+RANKS = (1, 5, 10, 20)
+
+
+def log_key_prefix(split_name, metric, use_re_ranking):
+    """`test_cosine_False`: the originals' prefix of every evaluation log key."""
+    return "{}_{}_{}".format(split_name, metric, use_re_ranking)
+
+
+def evaluation_logs(split_name, metric, use_re_ranking, result):
+    """Flat log entries of one evaluation: rank-k accuracies, mAP and mINP (fractions)."""
+    prefix = log_key_prefix(split_name, metric, use_re_ranking)
+    logs = {}
+    cmc = np.asarray(result["cmc"])
+    for rank in RANKS:
+        if rank <= len(cmc):
+            logs["{}_rank-{} accuracy".format(prefix, rank)] = float(cmc[rank - 1])
+    logs["{}_mAP_score".format(prefix)] = float(result["mAP"])
+    logs["{}_mINP_score".format(prefix)] = float(result["mINP"])
+    return logs
+
+
+class Evaluator(keras.callbacks.Callback):
+    """Extracts query and gallery features, ranks them and writes the metrics into `logs`.
+
+    Runs when `(epoch + 1) % every_N_epochs == 0` or at the last epoch (FlipReID's rule),
+    before checkpointing callbacks that read the metrics.
+    """
+
+    def __init__(self, inference_model, split_name, query_df, gallery_df, image_height,
+                 image_width, every_N_epochs, epoch_num, batch_size=64,
+                 use_horizontal_flipping=False, use_re_ranking=False, metric="cosine",
+                 output_folder_path=None, save_data_to_disk=False, max_rank=20):
+        super().__init__()
+        self.inference_model = inference_model
+        self.split_name = split_name
+        self.query_df, self.gallery_df = query_df, gallery_df
+        self.image_height, self.image_width = image_height, image_width
+        self.every_N_epochs, self.epoch_num = every_N_epochs, epoch_num
+        self.batch_size = batch_size
+        self.use_horizontal_flipping = use_horizontal_flipping
+        self.use_re_ranking = use_re_ranking
+        self.metric = metric
+        self.output_folder_path = output_folder_path
+        self.save_data_to_disk = save_data_to_disk
+        self.max_rank = max_rank
+        self.last_result = None
+
+    def is_due(self, epoch):
+        return self.every_N_epochs > 0 and (
+            (epoch + 1) % self.every_N_epochs == 0 or (epoch + 1) == self.epoch_num)
+
+    def extract(self, data_frame):
+        from datasets.pipeline import extract_features
+        return extract_features(self.inference_model, data_frame["image_file_path"].tolist(),
+                                self.image_height, self.image_width,
+                                batch_size=self.batch_size,
+                                use_horizontal_flipping=self.use_horizontal_flipping)
+
+    def evaluate(self):
+        """Returns the flat log dict of one evaluation of the current weights."""
+        from metrics import evaluate_features
+        query_features = self.extract(self.query_df)
+        gallery_features = self.extract(self.gallery_df)
+        arrays = dict(
+            query_image_features_array=query_features,
+            gallery_image_features_array=gallery_features,
+            query_identity_ID_array=self.query_df["identity_ID"].to_numpy(),
+            gallery_identity_ID_array=self.gallery_df["identity_ID"].to_numpy(),
+            query_camera_ID_array=self.query_df["camera_ID"].to_numpy(),
+            gallery_camera_ID_array=self.gallery_df["camera_ID"].to_numpy())
+        if self.save_data_to_disk and self.output_folder_path:
+            path = os.path.join(self.output_folder_path, "{}.npz".format(self.split_name))
+            with atomic_write(path, "wb") as file:
+                np.savez(file, **arrays)
+        start = time.time()
+        result = evaluate_features(
+            query_features, gallery_features, arrays["query_identity_ID_array"],
+            arrays["gallery_identity_ID_array"], arrays["query_camera_ID_array"],
+            arrays["gallery_camera_ID_array"], metric=self.metric, max_rank=self.max_rank,
+            use_re_ranking=self.use_re_ranking)
+        print("Ranking {} queries against {} gallery images took {:.1f} s.".format(
+            len(query_features), len(gallery_features), time.time() - start))
+        self.last_result = result
+        return evaluation_logs(self.split_name, self.metric, self.use_re_ranking, result)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.is_due(epoch):
+            return
+        logs.update(self.evaluate())

@@ -1,0 +1,55 @@
+"""Cross-entropy with label smoothing on integer labels, with Keras' categorical semantics.
+
+Equals ``keras.losses.categorical_crossentropy(one_hot(y), p, label_smoothing=ls)``: smoothed target
+``onehot*(1-ls) + ls/C``; probabilities renormalised to sum 1 and clipped to ``[1e-7, 1-1e-7]``
+before the log (spec §5). The one-hot matrix is never built, so labels stay (B,) integers.
+"""
+from utils.tf_env import tf, keras
+from losses.labels import to_sparse_labels
+
+
+def _check_label_smoothing(label_smoothing):
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}.")
+    return label_smoothing
+
+
+def categorical_cross_entropy(labels, probabilities_or_logits, label_smoothing=0.0,
+                              from_logits=False):
+    """Per-sample cross-entropy (B,); ``labels`` integer (B,)/(B, 1) or one-hot (B, C)."""
+    label_smoothing = _check_label_smoothing(label_smoothing)
+    predictions = tf.convert_to_tensor(probabilities_or_logits)
+    if not predictions.dtype.is_floating:
+        predictions = tf.cast(predictions, tf.float32)
+    labels = to_sparse_labels(labels)
+    if from_logits:
+        log_probabilities = tf.nn.log_softmax(predictions, axis=-1)
+    else:
+        epsilon = keras.backend.epsilon()
+        probabilities = predictions / tf.reduce_sum(predictions, axis=-1, keepdims=True)
+        log_probabilities = tf.math.log(tf.clip_by_value(probabilities, epsilon, 1.0 - epsilon))
+    true_log_probability = tf.gather(log_probabilities, labels, axis=-1, batch_dims=1)
+    loss = -(1.0 - label_smoothing) * true_log_probability
+    if label_smoothing > 0:
+        num_classes = tf.cast(tf.shape(log_probabilities)[-1], log_probabilities.dtype)
+        loss -= label_smoothing / num_classes * tf.reduce_sum(log_probabilities, axis=-1)
+    return loss
+
+
+class CategoricalCrossEntropy(keras.losses.Loss):
+    """Keras loss wrapper (mean over the batch) of `categorical_cross_entropy`."""
+
+    def __init__(self, label_smoothing=0.0, from_logits=False,
+                 name="categorical_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        return categorical_cross_entropy(y_true, y_pred, self.label_smoothing, self.from_logits)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
+        return config

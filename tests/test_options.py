@@ -1,0 +1,79 @@
+"""Flag checks: bad values stop before any work with a message naming the flag."""
+import pytest
+
+import solution  # noqa: F401  (defines the flags)
+from absl import flags
+
+
+def _options(**overrides):
+    values = flags.FLAGS
+    if not values.is_parsed():
+        values(["solution.py"])
+    options = values.flag_values_dict()
+    options.update(overrides)
+    return options
+
+
+@pytest.fixture
+def validate():
+    from training.options import validate_options
+    return validate_options
+
+
+def test_defaults_follow_the_originals():
+    options = _options()
+    # FlipReID's defaults where both originals have the flag, ALR's for its own flags.
+    assert options["backbone_model_name"] == "resnet50"
+    assert options["kernel_regularization_factor"] == 0.0005
+    assert options["use_adaptive_l1_l2_regularizer"] is True
+    assert options["use_horizontal_flipping_in_evaluation"] is False
+    assert options["epoch_num"] == 1000000 and options["image_height"] == 384
+    assert options["validation_size"] == 0.0 and options["label_smoothing"] == 0.0
+    assert options["flipping_loss_weight"] == 1.0
+
+
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("backbone_model_name", "resnet5O", "resnet50"),
+    ("dataset_name", "Market", "Market1501"),
+    ("pooling_mode", "gem", "GeM"),
+    ("learning_rate_mode", "step", "cosine"),
+    ("image_augmentor_name", "Foo", "RandomErasingImageAugmentor"),
+])
+def test_unknown_choices_name_flag_and_allowed_values(validate, tmp_path, flag, value, allowed):
+    with pytest.raises(ValueError) as error:
+        validate(_options(root_folder_path=str(tmp_path), **{flag: value}))
+    assert "--" + flag in str(error.value) and allowed in str(error.value)
+
+
+def test_image_below_backbone_minimum(validate, tmp_path):
+    with pytest.raises(ValueError, match="--image_height"):
+        validate(_options(root_folder_path=str(tmp_path), image_height=8, image_width=8))
+
+
+def test_negative_and_out_of_range_values(validate, tmp_path):
+    with pytest.raises(ValueError, match="--identity_num_per_batch"):
+        validate(_options(root_folder_path=str(tmp_path), identity_num_per_batch=0))
+    with pytest.raises(ValueError, match="--label_smoothing"):
+        validate(_options(root_folder_path=str(tmp_path), label_smoothing=1.5))
+
+
+def test_evaluation_only_needs_checkpoint_and_full_test_set(validate, tmp_path):
+    with pytest.raises(ValueError, match="--pretrained_model_file_path"):
+        validate(_options(root_folder_path=str(tmp_path), evaluation_only=True))
+    checkpoint = tmp_path / "training_model.h5"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(ValueError, match="--testing_size"):
+        validate(_options(root_folder_path=str(tmp_path), evaluation_only=True,
+                          pretrained_model_file_path=str(checkpoint), testing_size=0.5))
+
+
+def test_missing_root_folder(validate, tmp_path):
+    with pytest.raises(ValueError, match="--root_folder_path"):
+        validate(_options(root_folder_path=str(tmp_path / "nope")))
+
+
+def test_sizes_above_one_become_counts(validate, tmp_path):
+    options = validate(_options(root_folder_path=str(tmp_path), testing_size=50.0,
+                                validation_size=0.25))
+    assert options.testing_size == 50 and isinstance(options.testing_size, int)
+    assert options.validation_size == 0.25

@@ -1,0 +1,1 @@
+"""Training orchestration: option checks, data and model set-up, the two-stage fit, evaluation."""

@@ -1,0 +1,1 @@
+"""Small helpers shared by the toolkit (TensorFlow environment, seeding, files)."""

@@ -1,0 +1,60 @@
+"""Epoch-wise learning-rate schedule of FlipReID / AdaptiveL2 (spec §6.2); TF-free."""
+import math
+
+LEARNING_RATE_MODES = ("constant", "linear", "cosine", "warmup", "default")
+
+
+def learning_rate_schedule(epoch_index, mode="default", start=2e-4, end=2e-4, base=2e-4,
+                           warmup_epochs=10, steady_epochs=30, drop_factor=10.0,
+                           lower_bound=2e-6, epoch_num=200):
+    """Learning rate of 0-based ``epoch_index``; the result is always ``max(lr, lower_bound)``.
+
+    constant: start (needs start == end); linear: start -> end over ``epoch_num`` epochs;
+    cosine: half cosine from start to end (needs start > end); warmup: linear from start, capped
+    at end after ``warmup_epochs``; default: linear warmup lower_bound -> base over
+    ``warmup_epochs``, then ``base / drop_factor ** int((e - warmup) / steady_epochs)``, where
+    ``drop_factor == 0`` means ``exp(steady / (epoch_num - 2*warmup) * ln(base / lower_bound))``.
+    """
+    if mode == "constant":
+        if start != end:
+            raise ValueError(f"learning_rate_mode=constant needs learning_rate_start == "
+                             f"learning_rate_end, got {start} and {end}.")
+        learning_rate = start
+    elif mode == "linear":
+        _require(epoch_num > 1, f"learning_rate_mode=linear needs epoch_num > 1, got {epoch_num}.")
+        learning_rate = (end - start) / (epoch_num - 1) * epoch_index + start
+    elif mode == "cosine":
+        if not start > end:
+            raise ValueError(f"learning_rate_mode=cosine needs learning_rate_start > "
+                             f"learning_rate_end, got {start} and {end}.")
+        _require(epoch_num > 1, f"learning_rate_mode=cosine needs epoch_num > 1, got {epoch_num}.")
+        learning_rate = ((start - end) / 2 * math.cos(math.pi * epoch_index / (epoch_num - 1))
+                         + (start + end) / 2)
+    elif mode == "warmup":
+        _require(warmup_epochs > 1, "learning_rate_mode=warmup needs "
+                 f"learning_rate_warmup_epochs > 1, got {warmup_epochs}.")
+        learning_rate = min((end - start) / (warmup_epochs - 1) * epoch_index + start, end)
+    elif mode == "default":
+        if epoch_index < warmup_epochs:
+            _require(warmup_epochs > 1, "learning_rate_mode=default with warmup needs "
+                     f"learning_rate_warmup_epochs > 1 (or 0), got {warmup_epochs}.")
+            learning_rate = (base - lower_bound) / (warmup_epochs - 1) * epoch_index + lower_bound
+        else:
+            _require(steady_epochs > 0, "learning_rate_mode=default needs "
+                     f"learning_rate_steady_epochs > 0, got {steady_epochs}.")
+            if drop_factor == 0:
+                _require(epoch_num - 2 * warmup_epochs > 0 and base > 0 and lower_bound > 0,
+                         "learning_rate_drop_factor=0 (automatic) needs epoch_num > "
+                         "2 * learning_rate_warmup_epochs and positive learning_rate_base and "
+                         "learning_rate_lower_bound.")
+                drop_factor = math.exp(steady_epochs / (epoch_num - 2 * warmup_epochs)
+                                       * math.log(base / lower_bound))
+            learning_rate = base / drop_factor ** int((epoch_index - warmup_epochs) / steady_epochs)
+    else:
+        raise ValueError(f"Unknown learning_rate_mode {mode!r}; use one of {LEARNING_RATE_MODES}.")
+    return max(learning_rate, lower_bound)
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
