@@ -86,9 +86,22 @@ flags.DEFINE_bool("select_model_on_testing", False,
 flags.DEFINE_string("backbone_weights", "imagenet",
                     "imagenet (download or cache), none (from scratch) or a local .h5 path.")
 flags.DEFINE_bool("cache_images", True, "Keep decoded training images in memory.")
+flags.DEFINE_float("batch_normalization_momentum", None,
+                   "Override the momentum of every BatchNormalization layer (unset: keep each "
+                   "backbone's own; 0.9 helps short from-scratch runs of Keras backbones, "
+                   "whose 0.999 makes the moving statistics lag for thousands of steps).")
 
 
 def main(_):
+    try:
+        run_solution()
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        if os.environ.get("REID_DEBUG"):
+            raise
+        sys.exit("Error: {} (set REID_DEBUG=1 for the traceback)".format(error))
+
+
+def run_solution():
     from training import run
 
     print("Getting hyperparameters ...")

@@ -1,6 +1,13 @@
 """Callbacks that log model parameters worth watching: GeM powers and adaptive L2 factors."""
+import csv
+import os
+import pickle
 import time
+from collections import OrderedDict
 
+import numpy as np
+
+from utils.files import atomic_write
 from utils.tf_env import keras
 
 
@@ -18,16 +25,60 @@ class InspectGeMPoolingParameters(keras.callbacks.Callback):
 
 
 class InspectRegularizationFactors(keras.callbacks.Callback):
-    """Logs each adaptive L2 term's effective factor amplitude*clip(0.2*theta+0.5, 0, 1)."""
+    """Tracks each adaptive L2 term's effective factor amplitude*clip(0.2*theta+0.5, 0, 1).
 
-    def __init__(self, regularization_terms):
+    Every factor (keyed as the originals: `<layer>_<param>_regularizer_l2_regularization_factor`)
+    goes to `regularization_factors.csv` and `.pkl` in `output_folder_path`, with one PNG of all
+    curves; only their min / mean / max enter the Keras logs, since hundreds of keys would
+    flood the progress line.
+    """
+
+    def __init__(self, regularization_terms, output_folder_path=None):
         super().__init__()
         self.regularization_terms = regularization_terms
+        self.output_folder_path = output_folder_path
+        self.history = OrderedDict()
 
     def on_epoch_end(self, epoch, logs=None):
         from applications.regularization import regularization_factors
+        factors = regularization_factors(self.regularization_terms)
+        if not factors:
+            return
+        values = np.array(list(factors.values()))
         if logs is not None:
-            logs.update(regularization_factors(self.regularization_terms))
+            logs.update(regularization_factor_min=values.min(),
+                        regularization_factor_mean=values.mean(),
+                        regularization_factor_max=values.max())
+        for key, value in factors.items():
+            self.history.setdefault(key, OrderedDict())[epoch] = float(value)
+        if self.output_folder_path:
+            self._write()
+
+    def _write(self):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        base = os.path.join(self.output_folder_path, "regularization_factors")
+        with atomic_write(base + ".pkl", "wb") as file:
+            pickle.dump(self.history, file, protocol=pickle.HIGHEST_PROTOCOL)
+        epochs = sorted({epoch for values in self.history.values() for epoch in values})
+        with atomic_write(base + ".csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["epoch"] + list(self.history))
+            for epoch in epochs:
+                writer.writerow([epoch + 1] + [values.get(epoch, "")
+                                               for values in self.history.values()])
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for values in self.history.values():
+            axis.plot(np.array(list(values)) + 1, list(values.values()), alpha=0.3, linewidth=0.8)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("effective L2 factor")
+        axis.set_title("{} adaptive L2 factors".format(len(self.history)), fontsize=8)
+        figure.tight_layout()
+        with atomic_write(base + ".png", "wb") as file:
+            figure.savefig(file, format="png")
+        plt.close(figure)
 
 
 class ThroughputLogger(keras.callbacks.Callback):

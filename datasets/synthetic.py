@@ -19,9 +19,17 @@ one query image in each of up to 3 cameras and its other images in the gallery
 and junk images (identity ``-1``, dropped by the loader). File names are
 ``PPPP_cXsY_FFFFFF_NN.jpg`` and images are 128 x 64 (height x width) RGB JPEGs.
 
-``ensure_synthetic_dataset(root)`` generates ``<root>/Synthetic-ReID`` on first use (a
-few seconds), writing into a temporary folder that is renamed at the end, so an
-interrupted run never leaves a folder that looks complete.
+Difficulty (default size, seed 0: 1,941 train images of 150 identities; 421 queries and
+1,298 gallery images of 150 other identities plus 100 distractors): random ranking scores
+1.1% mAP (1.2% rank-1), the colour-histogram baseline of ``utils.baseline`` 11.5% mAP
+(22.8% rank-1), and a small 7-layer CNN trained from scratch for 5 minutes on CPU with
+softmax cross-entropy 53% mAP (67% rank-1).
+
+``ensure_synthetic_dataset(root)`` generates ``<root>/Synthetic-ReID`` on first use (about
+6 s of CPU for the default 3,710 images), writing into a temporary folder that is renamed
+at the end, so an interrupted run never leaves a folder that looks complete. A metadata
+file records the generator version, seed and sizes; a dataset made with other settings is
+regenerated.
 """
 import json
 import os
@@ -183,22 +191,22 @@ class Camera:
 
 def _make_cameras(num_cameras, rng):
     temperatures = rng.permutation(np.linspace(-1.0, 1.0, num_cameras))
-    exposures = rng.permutation(np.linspace(0.85, 1.15, num_cameras))
+    exposures = rng.permutation(np.linspace(0.88, 1.12, num_cameras))
     cameras = []
     for index in range(num_cameras):
         t = temperatures[index] + rng.uniform(-0.1, 0.1)
-        tint = rng.uniform(-0.04, 0.04)
-        gains = np.array([1.0 + 0.08 * t, 1.0 + tint, 1.0 - 0.08 * t], np.float32)
+        tint = rng.uniform(-0.03, 0.03)
+        gains = np.array([1.0 + 0.06 * t, 1.0 + tint, 1.0 - 0.06 * t], np.float32)
         gains /= gains.mean()
-        views = rng.dirichlet(np.full(4, 0.8)) * 0.8 + 0.05
+        views = rng.dirichlet(np.full(4, 2.0)) * 0.8 + 0.05
         angle = rng.uniform(0, 2 * np.pi)
         cameras.append(Camera(
             index=index + 1, gains=gains, exposure=float(exposures[index]),
-            gamma=float(rng.uniform(0.88, 1.14)), saturation=float(rng.uniform(0.8, 1.05)),
-            haze=float(rng.uniform(0.0, 0.12)),
+            gamma=float(rng.uniform(0.9, 1.12)), saturation=float(rng.uniform(0.82, 1.05)),
+            haze=float(rng.uniform(0.0, 0.1)),
             haze_colour=np.array(rng.uniform(0.55, 0.9, 3), np.float32),
             gradient=np.array([np.cos(angle), np.sin(angle)], np.float32)
-            * rng.uniform(0.0, 0.2),
+            * rng.uniform(0.0, 0.15),
             blur_sigma=float(rng.uniform(0.3, 2.2)),
             low_resolution=float(rng.choice((1.0, 1.0, 0.7, 0.55))),
             noise=float(rng.uniform(1.5, 8.0)), jpeg_quality=int(rng.integers(55, 96)),
@@ -304,15 +312,20 @@ class _Layer:
         self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], colour)
 
 
+def _end_point(start, angle, length):
+    """End of a segment hanging from `start` at `angle` (radians from straight down)."""
+    return start[0] + length * np.sin(angle), start[1] + length * np.cos(angle)
+
+
 def _limb(layer, start, angle, length, colour, thickness):
-    """Draw a segment hanging from `start` at `angle` (radians from straight down)."""
-    end = (start[0] + length * np.sin(angle), start[1] + length * np.cos(angle))
+    """Draw a segment hanging from `start`; returns its end."""
+    end = _end_point(start, angle, length)
     layer.line(start, end, colour, thickness)
     return end
 
 
-def _torso_pattern(identity, view, x0, y0, width, height, rng_jitter):
-    """Colour map (height, width, 3) of the torso front/back/side for the identity."""
+def _torso_pattern(identity, view, width, height):
+    """Colour map (height, width, 3) of the torso's bounding box for the identity and view."""
     c1, c2 = _colour(identity["shirt"]), _colour(identity["shirt2"])
     pattern = identity["pattern"]
     v = (np.arange(height, dtype=np.float32) + 0.5)[:, None] / height
@@ -320,18 +333,18 @@ def _torso_pattern(identity, view, x0, y0, width, height, rng_jitter):
     second = np.zeros((height, width), bool)
     n = identity["stripe_count"]
     if pattern == "hstripes":
-        second = (np.floor(v * n + rng_jitter) % 2 == 1) & (u >= 0)
+        second = np.broadcast_to(np.floor(v * n) % 2 == 1, (height, width))
     elif pattern == "vstripes":
         columns = max(2, int(round(n * (0.6 if view in ("right", "left") else 1.0))))
-        second = (np.floor(u * columns) % 2 == 1) & (v >= 0)
+        second = np.broadcast_to(np.floor(u * columns) % 2 == 1, (height, width))
     elif pattern == "checks":
         columns = max(2, int(round(n * (0.6 if view in ("right", "left") else 1.0))))
         second = (np.floor(v * n) + np.floor(u * columns)) % 2 == 1
     elif pattern == "split":
-        second = (v > 0.5) & (u >= 0)
+        second = np.broadcast_to(v > 0.5, (height, width))
     elif pattern == "jacket" and view != "back":
         centre, half = (0.5, 0.17) if view == "front" else (0.8, 0.1)
-        second = (np.abs(u - centre) < half) & (v >= 0)
+        second = np.broadcast_to(np.abs(u - centre) < half, (height, width))
     elif pattern == "logo" and view != "back":
         cx, cy = (0.5, 0.35) if view == "front" else (0.72, 0.35)
         size = 0.22 if view == "front" else 0.16
@@ -354,11 +367,11 @@ def _torso_pattern(identity, view, x0, y0, width, height, rng_jitter):
     return out
 
 
-def _draw_person(identity, view, phase, rng):
+def _draw_person(identity, view, phase):
     """RGBA uint8 image of the person in the canonical 2x canvas."""
     layer = _Layer()
     P = 0.9 * _H * identity["height"]
-    build = identity["build"] * 1.2  # Market boxes are tight around the person
+    build = identity["build"] * 1.3  # Market boxes are tight around the person
     cx = _W / 2.0
     top = _H * 0.975 - P
     side = view in ("right", "left")
@@ -404,8 +417,8 @@ def _draw_person(identity, view, phase, rng):
                    y_shoulder + 0.09 * P, hair)
     if bag == "backpack" and view != "back":
         if side:
-            layer.rect(cx - waist_half - 0.09 * P, y_shoulder + 0.02 * P, cx - waist_half + 0.01 * P,
-                       y_shoulder + 0.24 * P, bag_colour)
+            layer.rect(cx - waist_half - 0.09 * P, y_shoulder + 0.02 * P,
+                       cx - waist_half + 0.01 * P, y_shoulder + 0.24 * P, bag_colour)
         else:
             layer.rect(cx - shoulder_half - 0.012 * P, y_shoulder + 0.03 * P,
                        cx + shoulder_half + 0.012 * P, y_shoulder + 0.22 * P,
@@ -413,7 +426,7 @@ def _draw_person(identity, view, phase, rng):
 
     # --- legs
     def draw_leg(hip_x, thigh_angle, shin_angle, shade, lift=0.0):
-        knee = _limb(layer, (hip_x, y_hip), thigh_angle, thigh - lift * 0.5, (0, 0, 0), 1)
+        knee = _end_point((hip_x, y_hip), thigh_angle, thigh - lift * 0.5)
         ankle = (knee[0] + shin * np.sin(shin_angle), knee[1] + (shin - lift * 0.5)
                  * np.cos(shin_angle))
         kind = identity["pants_type"]
@@ -446,7 +459,7 @@ def _draw_person(identity, view, phase, rng):
     def draw_arm(shoulder, angle, shade, with_bag=False):
         short = identity["sleeve"] == "short"
         elbow_angle = angle + (0.35 * (1 if side else 0)) * max(0.0, np.sin(angle * 3))
-        elbow = _limb(layer, shoulder, angle, upper_arm, (0, 0, 0), 1)
+        elbow = _end_point(shoulder, angle, upper_arm)
         if short:
             mid = (shoulder[0] * 0.45 + elbow[0] * 0.55, shoulder[1] * 0.45 + elbow[1] * 0.55)
             layer.line(shoulder, elbow, _shade(skin, shade), arm_w * 0.85)
@@ -489,7 +502,7 @@ def _draw_person(identity, view, phase, rng):
     x0, x1, y0, y1 = max(0, x0), min(_W, x1), max(0, y0), min(_H, y1)
     torso_mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(torso_mask, [np.round(torso - (x0, y0)).astype(np.int32)], 1)
-    colours = _torso_pattern(identity, view, x0, y0, x1 - x0, y1 - y0, 0.0)
+    colours = _torso_pattern(identity, view, x1 - x0, y1 - y0)
     inside = torso_mask.astype(bool)
     region = layer.image[y0:y1, x0:x1]
     region[inside, :3] = colours[inside].astype(np.uint8)
@@ -521,8 +534,8 @@ def _draw_person(identity, view, phase, rng):
                            bag_colour)
         else:
             bag_x = cx + bag_x_sign * (waist_half + 0.02 * P)
-            layer.line((cx - bag_x_sign * shoulder_half * 0.7, y_shoulder), (bag_x, y_hip - 0.04 * P),
-                       _shade(bag_colour, 0.85), 0.018 * P)
+            layer.line((cx - bag_x_sign * shoulder_half * 0.7, y_shoulder),
+                       (bag_x, y_hip - 0.04 * P), _shade(bag_colour, 0.85), 0.018 * P)
             layer.rect(bag_x - 0.055 * P, y_hip - 0.07 * P, bag_x + 0.055 * P, y_hip + 0.05 * P,
                        bag_colour)
 
@@ -573,7 +586,9 @@ def _warp(person, scale, lean, dx, dy, mirror):
 
 
 def _composite(base, rgba):
-    np.copyto(base, rgba[..., :3], where=rgba[..., 3:] > 127)
+    """Paste the figure (alpha > 127) onto the uint8 RGB canvas; returns the canvas."""
+    mask = np.ascontiguousarray(rgba[..., 3] > 127).view(np.uint8)
+    return cv2.copyTo(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), mask, base)
 
 
 def _background(camera, rng):
@@ -600,6 +615,18 @@ def _background(camera, rng):
 
 _YS = np.linspace(-0.5, 0.5, IMAGE_HEIGHT, dtype=np.float32)[:, None, None]
 _XS = np.linspace(-0.5, 0.5, IMAGE_WIDTH, dtype=np.float32)[None, :, None]
+_NOISE_BANK = []
+
+
+def _sensor_noise(rng):
+    """Unit Gaussian noise (128, 64, 3): a random window of a fixed bank (fast, seeded)."""
+    if not _NOISE_BANK:
+        _NOISE_BANK.append(np.random.default_rng(7).standard_normal(
+            (3 * IMAGE_HEIGHT, 3 * IMAGE_WIDTH, 3), dtype=np.float32))
+    bank = _NOISE_BANK[0]
+    y = int(rng.integers(bank.shape[0] - IMAGE_HEIGHT + 1))
+    x = int(rng.integers(bank.shape[1] - IMAGE_WIDTH + 1))
+    return bank[y:y + IMAGE_HEIGHT, x:x + IMAGE_WIDTH]
 
 
 def _camera_response(image, camera, rng):
@@ -608,21 +635,22 @@ def _camera_response(image, camera, rng):
     Blur, white balance, exposure, saturation, light gradient, gamma, haze, low
     resolution, noise.
     """
-    image = image.astype(np.float32) * (1.0 / 255.0)
+    image = image.astype(np.float32) * np.float32(1.0 / 255.0)
     image = cv2.GaussianBlur(image, (0, 0), camera.blur_sigma / _SS * rng.uniform(0.8, 1.2))
-    gains = camera.gains * rng.uniform(0.97, 1.03, 3).astype(np.float32)
-    image = image * (gains * np.float32(camera.exposure * rng.uniform(0.92, 1.08)))
-    grey = image.mean(axis=2, keepdims=True)
+    gains = camera.gains * rng.uniform(0.97, 1.03, 3)
+    image *= (gains * camera.exposure * rng.uniform(0.92, 1.08)).astype(np.float32)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
     image = grey + (image - grey) * np.float32(camera.saturation * rng.uniform(0.9, 1.1))
-    image = image * (1.0 + camera.gradient[0] * _XS + camera.gradient[1] * _YS)
-    image = np.clip(image, 0.0, 1.0) ** np.float32(camera.gamma)
-    image = image * np.float32(255.0 * (1.0 - camera.haze)) + camera.haze * 255.0 * camera.haze_colour
+    image *= 1.0 + camera.gradient[0] * _XS + camera.gradient[1] * _YS
+    image = cv2.pow(np.clip(image, 0.0, 1.0), camera.gamma)
+    haze = camera.haze * 255.0 * camera.haze_colour
+    image = image * np.float32(255.0 * (1.0 - camera.haze)) + haze
     if camera.low_resolution < 1.0:
         small = (max(8, int(IMAGE_WIDTH * camera.low_resolution)),
                  max(16, int(IMAGE_HEIGHT * camera.low_resolution)))
         image = cv2.resize(cv2.resize(image, small, interpolation=cv2.INTER_AREA),
                            (IMAGE_WIDTH, IMAGE_HEIGHT), interpolation=cv2.INTER_LINEAR)
-    image += rng.normal(0.0, camera.noise, image.shape).astype(np.float32)
+    image += _sensor_noise(rng) * np.float32(camera.noise)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -633,11 +661,11 @@ def render_image(identity, camera, view, phase, rng, extra_people=(), kind="pers
     """
     image = _background(camera, rng)
     for other, other_view in extra_people:  # partial passers-by at the image border
-        person = _draw_person(other, other_view, rng.uniform(0, 2 * np.pi), rng)
+        person = _draw_person(other, other_view, rng.uniform(0, 2 * np.pi))
         side = rng.choice((-1, 1))
-        _composite(image, _warp(person, camera.scale * rng.uniform(0.9, 1.05), 0.0,
+        image = _composite(image, _warp(person, camera.scale * rng.uniform(0.9, 1.05), 0.0,
                                 side * rng.uniform(0.55, 0.75) * _W, rng.uniform(-5, 5), False))
-    person = _draw_person(identity, view, phase, rng)
+    person = _draw_person(identity, view, phase)
     if kind == "junk":
         scale = rng.uniform(1.3, 2.2)
         dx, dy = rng.uniform(-0.6, 0.6) * _W, rng.uniform(0.0, 0.8) * _H
@@ -646,7 +674,7 @@ def render_image(identity, camera, view, phase, rng, extra_people=(), kind="pers
         dx, dy = rng.normal(0.0, 0.05) * _W, rng.normal(0.0, 0.03) * _H
         if rng.random() < 0.1:  # misaligned detection: head or feet cut off
             dy += rng.choice((-1, 1)) * rng.uniform(0.08, 0.15) * _H
-    _composite(image, _warp(person, scale, rng.normal(0.0, 0.04), dx, dy, view == "left"))
+    image = _composite(image, _warp(person, scale, rng.normal(0.0, 0.04), dx, dy, view == "left"))
     if kind != "junk" and rng.random() < 0.12:  # occluder: pole, sign or car in front
         colour = tuple(float(c) for c in COLOURS[rng.choice(SHIRT_COLOURS)])
         if rng.random() < 0.5:
@@ -663,32 +691,36 @@ def render_image(identity, camera, view, phase, rng, extra_people=(), kind="pers
 # Dataset plan and writing
 # ----------------------------------------------------------------------------------------
 def _validate_size_kwargs(size_kwargs):
+    """Complete the size arguments with their defaults and check them (ValueError)."""
     unknown = set(size_kwargs) - set(DEFAULT_SIZE_KWARGS)
     if unknown:
         raise ValueError(f"Unknown synthetic dataset size argument(s) {sorted(unknown)}; "
                          f"valid ones are {sorted(DEFAULT_SIZE_KWARGS)}.")
     config = dict(DEFAULT_SIZE_KWARGS, **size_kwargs)
+    for name, value in config.items():
+        try:
+            config[name] = [int(v) for v in value] if name.endswith("_per_identity") or \
+                name.endswith("_per_camera") else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an integer (or a (min, max) pair of integers for "
+                             f"*_per_identity / *_per_camera), got {value!r}.") from None
     for name in ("train_images_per_identity", "gallery_images_per_camera"):
-        low, high = (int(v) for v in config[name])
-        if not 1 <= low <= high:
+        if len(config[name]) != 2 or not 1 <= config[name][0] <= config[name][1]:
             raise ValueError(f"{name} must be a (min, max) pair with 1 <= min <= max, got "
-                             f"{config[name]}.")
-        config[name] = [low, high]
-    if not 2 <= int(config["num_cameras"]) <= 9:
-        raise ValueError("num_cameras must be in 2..9 (Market names hold one camera digit), "
-                         f"got {config['num_cameras']}.")
-    for name in ("num_train_identities", "num_test_identities"):
-        if int(config[name]) < 1:
-            raise ValueError(f"{name} must be >= 1, got {config[name]}.")
-    if config["num_train_identities"] + config["num_test_identities"] > 9999:
-        raise ValueError("At most 9999 identities fit the 4-digit Market identity field.")
+                             f"{size_kwargs.get(name)!r}.")
     if config["train_images_per_identity"][0] < 2:
         raise ValueError("train_images_per_identity needs a minimum of at least 2 (every train "
                          "identity is seen by 2 or more cameras).")
-    for name in ("max_query_cameras", "num_distractors", "num_junk", "family_size"):
-        config[name] = int(config[name])
-        if config[name] < (1 if name in ("max_query_cameras", "family_size") else 0):
-            raise ValueError(f"{name} is out of range: {config[name]}.")
+    if not 2 <= config["num_cameras"] <= 9:
+        raise ValueError("num_cameras must be in 2..9 (Market names hold one camera digit), "
+                         f"got {config['num_cameras']}.")
+    minimum = dict(num_train_identities=1, num_test_identities=1, max_query_cameras=1,
+                   family_size=1, num_distractors=0, num_junk=0)
+    for name, low in minimum.items():
+        if config[name] < low:
+            raise ValueError(f"{name} must be >= {low}, got {config[name]}.")
+    if config["num_train_identities"] + config["num_test_identities"] > 9999:
+        raise ValueError("At most 9999 identities fit the 4-digit Market identity field.")
     return config
 
 
@@ -773,15 +805,31 @@ def _render_job(job, cameras, identities):
     rng = np.random.default_rng(job["seed"])
     camera = cameras[job["camera"]]
     extra = []
-    if rng.random() < 0.2:
+    if rng.random() < 0.15:
         other = identities[int(rng.integers(len(identities)))]
         extra.append((other, VIEWS[int(rng.integers(4))]))
     return render_image(identities[job["identity"]], camera, job["view"], job["phase"], rng,
                         extra, job.get("kind", "person"))
 
 
+def _write_images(tasks, cameras, identities):
+    """Render and write (job, path) pairs as JPEGs with the camera's quality."""
+    for job, path in tasks:
+        image = _render_job(job, cameras, identities)
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, cameras[job["camera"]].jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for {path}.")
+        with open(path, "wb") as file:
+            file.write(data.tobytes())
+
+
 def generate_dataset(folder_path, seed=0, **size_kwargs):
-    """Write the dataset into `folder_path` (created; must not exist). Returns metadata."""
+    """Write the dataset into `folder_path` (created; must not exist). Returns metadata.
+
+    One process suffices: an image costs about 1.5 ms of CPU, so the default ~3,700
+    images take a few seconds.
+    """
     start = time.perf_counter()
     config, cameras, identities, jobs = plan_dataset(seed, **size_kwargs)
     os.makedirs(folder_path)
@@ -792,23 +840,18 @@ def generate_dataset(folder_path, seed=0, **size_kwargs):
     def sequence_of_frame(frame):  # Market's sY: video segment, 1..6
         return 1 + min(5, frame * 6 // max_frame)
 
-    used = set()
-    counts = {name: 0 for name in SUBFOLDER_NAMES}
+    used, paths = set(), []
     for job in jobs:
         name = _file_name(job, sequence_of_frame)
         while (job["split"], name) in used:  # two boxes in one frame: bump the box index
             job["box"] = job.get("box", 0) + 1
             name = _file_name(job, sequence_of_frame)
         used.add((job["split"], name))
-        image = _render_job(job, cameras, identities)
-        path = os.path.join(folder_path, job["split"], name)
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, cameras[job["camera"]].jpeg_quality])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {path}.")
-        with open(path, "wb") as file:
-            file.write(data.tobytes())
-        counts[job["split"]] += 1
+        paths.append(os.path.join(folder_path, job["split"], name))
+
+    _write_images(zip(jobs, paths), cameras, identities)
+
+    counts = {name: sum(job["split"] == name for job in jobs) for name in SUBFOLDER_NAMES}
     metadata = dict(generator="datasets.synthetic", version=GENERATOR_VERSION, seed=int(seed),
                     size_kwargs=config, image_counts=counts,
                     num_identities=dict(

@@ -13,7 +13,8 @@ ROW_BLOCK = 128
 def _as_features(x, name):
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (num_samples, feature_dim) array, got shape {x.shape}")
+        raise ValueError(f"{name} must be a 2-D (num_samples, feature_dim) array, "
+                         f"got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
     return np.ascontiguousarray(x, dtype=np.float32)

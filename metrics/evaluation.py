@@ -17,9 +17,10 @@ Protocol (spec §7.3, deep-person-reid semantics):
   (reproducible: counter-based hashing of (seed, query index, repeat, identity)); AP and
   INP on the full filtered list.
 
-Speed: per query only the true matches are sorted and the row is scanned once
-(O(G log m) instead of a full O(G log G) argsort), in the compiled ``metrics.rank_cy``
-when built (``python setup.py build_ext --inplace``), else in NumPy.
+Speed: no full argsort. Per query only the m true matches are sorted and the row is
+scanned to count the entries ranked before each of them (O(G log m) or a vectorised
+O(G m), see ``metrics/rank_cy.pyx``), in the compiled ``metrics.rank_cy`` when built
+(``python setup.py build_ext --inplace``), else in NumPy (``metrics.rank_numpy``).
 """
 import numpy as np
 

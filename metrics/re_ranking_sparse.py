@@ -18,6 +18,11 @@ float32 operation for float32 operation, but:
 4. the final ``(1-λ)·jaccard + λ·original`` is produced in query chunks, the original distances
    by float64 GEMMs rounded to float32 as the reference's input.
 
+The output then equals the reference's bit for bit, except (i) images at exactly equal float32
+distance, which ``np.argsort`` orders arbitrarily (here: by exact distance, then index), and
+(ii) the rare pair whose float64 dot product rounds to a neighbouring float32 when summed in a
+different order (a 1-ulp change).
+
 Memory is O((Q+G)·(d + set sizes)) plus one query chunk; time is dominated by the
 (Q+G)^2·d/2 float32 multiply-adds of step 1 and the Q·G·d float64 ones of step 4.
 """
@@ -32,7 +37,7 @@ _MARGIN = 8                # extra float32 candidates per image past the last cu
 _FAR = 4                   # farthest candidates kept per image (exact largest distance)
 _UNIT = 2.0 ** -24         # float32 unit roundoff
 _PAIR_CHUNK = 2048         # pairs per float64 re-scoring step
-_ROW_BLOCK = 256           # float64 GEMM rows of the final blend, aligned to query indices
+_ROW_BLOCK = 512           # float64 GEMM rows of the final blend, aligned to query indices
 _COL_BLOCK = 4096          # float64 GEMM gallery columns
 _CACHE_BYTES = 1 << 30     # keep float64 copies of the features when they fit in this
 _OUTPUT_ENTRIES = 1 << 24  # distances per yielded chunk by default (64 MB of float32)
@@ -107,6 +112,7 @@ class _Features:
         n = len(self.raw)
         cache = self.raw.size * 8 <= _CACHE_BYTES  # float64 rows: faster exact re-scoring
         self._x64 = np.empty(self.raw.shape) if cache else None
+        self._last_block = None  # (first row, float32 distances) of the last blend block
         self.sq64 = np.empty(n)
         for s in range(0, n, 4096):
             blk = self.raw[s:s + 4096].astype(np.float64)
@@ -117,15 +123,13 @@ class _Features:
             norm = np.sqrt(self.sq64)
             self.inv64 = np.zeros(n)
             np.divide(1.0, norm, out=self.inv64, where=norm > 0)  # zero vector: distance 1
-            if cache:
+            self.sq32 = None
+            if cache:  # unit rows; the float32 GEMMs use them rounded
                 self._x64 *= self.inv64[:, None]
-        if metric == "cosine":  # unit rows for the float32 GEMMs
-            if self._x64 is not None:
                 self.x32 = self._x64.astype(np.float32)
-                self.raw = None  # not needed any more: rows64 reads the float64 copy
+                self.raw = None  # rows64 reads the float64 copy
             else:
                 self.x32 = self.raw * self.inv64.astype(np.float32)[:, None]
-            self.sq32 = None
         else:
             self.x32 = self.raw
             self.sq32 = self.sq64.astype(np.float32)
@@ -202,17 +206,22 @@ class _Features:
     def exact_rows_to_gallery(self, start, stop, out):
         """float32(exact distance) of queries [start, stop) to the gallery, into ``out``.
 
-        Blocks are aligned to absolute indices, so every chunking gives the same bits.
+        Blocks are aligned to absolute indices, so every chunking gives the same bits; the
+        last block is kept so that consecutive unaligned chunks do not recompute it.
         """
         n, nq = len(self), self.num_query
         for b0 in range(start - start % _ROW_BLOCK, stop, _ROW_BLOCK):
             b1 = min(b0 + _ROW_BLOCK, nq)
+            if self._last_block is None or self._last_block[0] != b0:
+                rows = np.arange(b0, b1)
+                dist = np.empty((b1 - b0, n - nq), dtype=np.float32)
+                for c0 in range(nq, n, _COL_BLOCK):
+                    c1 = min(c0 + _COL_BLOCK, n)
+                    key = self.exact_block(rows, c0, c1)
+                    dist[:, c0 - nq:c1 - nq] = self.distance_from_key(key)
+                self._last_block = (b0, dist)
             lo, hi = max(b0, start), min(b1, stop)
-            rows = np.arange(b0, b1)
-            for c0 in range(nq, n, _COL_BLOCK):
-                c1 = min(c0 + _COL_BLOCK, n)
-                dist = self.distance_from_key(self.exact_block(rows, c0, c1))
-                out[lo - start:hi - start, c0 - nq:c1 - nq] = dist[lo - b0:hi - b0]
+            out[lo - start:hi - start] = self._last_block[1][lo - b0:hi - b0]
 
     def approx_keys(self, a0, a1, b0, b1):
         """Float32 keys of rows [a0, a1) against rows [b0, b1) (one GEMM)."""

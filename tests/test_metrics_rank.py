@@ -161,7 +161,8 @@ def cuhk03_brute_force_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank
         for r in range(10):
             picks = []
             for i, pid in enumerate(ids):
-                pool = valid if pid == q_pids[q] else [j for j in range(len(g_pids)) if g_pids[j] == pid]
+                pool = valid if pid == q_pids[q] else [
+                    j for j in range(len(g_pids)) if g_pids[j] == pid]
                 h = _splitmix64((seed_q + r * len(ids) + i) & MASK64)
                 picks.append(pool[h % len(pool)])
             order = sorted(picks, key=lambda j: (float(distmat[q, j]), j))
@@ -225,7 +226,8 @@ def test_warns_once_when_extension_missing():
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 
 
-@pytest.mark.skipif(not metrics.CYTHON_AVAILABLE, reason="run `python setup.py build_ext --inplace`")
+@pytest.mark.skipif(not metrics.CYTHON_AVAILABLE,
+                    reason="run `python setup.py build_ext --inplace` first")
 @pytest.mark.parametrize("integer_distances", [False, True])
 def test_both_cython_strategies_match_brute_force(integer_distances):
     from metrics import evaluation, rank_cy

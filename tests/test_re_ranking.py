@@ -123,7 +123,8 @@ def test_fast_paths_match_reference(monkeypatch, block, margin, tol_scale, cache
     tolerance = sparse._Features.tolerance
     monkeypatch.setattr(sparse._Features, "tolerance",
                         lambda self, rows: tolerance(self, rows) * tol_scale)
-    for num_query, num_gallery, dim, ids, k1, k2, lam, metric, offset in PROBLEMS[:3] + PROBLEMS[4:5]:
+    for problem in PROBLEMS[:3] + PROBLEMS[4:5]:
+        num_query, num_gallery, dim, ids, k1, k2, lam, metric, offset = problem
         qf, gf = clustered(num_query, num_gallery, dim, ids, seed=block, offset=offset)
         expected = reference_on_features(qf, gf, metric, k1, k2, lam)
         got = re_ranking_features_dense(qf, gf, k1=k1, k2=k2, lambda_value=lam, metric=metric)

@@ -53,6 +53,10 @@ def validate_options(flag_values):
         if not 0 <= getattr(options, name) <= 1:
             raise OptionError("--{} must be in [0, 1] (got {}).".format(
                 name, getattr(options, name)))
+    if options.batch_normalization_momentum is not None and \
+            not 0 <= options.batch_normalization_momentum < 1:
+        raise OptionError("--batch_normalization_momentum must be in [0, 1) (got {}).".format(
+            options.batch_normalization_momentum))
     if options.min_value is not None and options.max_value is not None and \
             options.min_value >= options.max_value:
         raise OptionError("--min_value ({}) must be below --max_value ({}).".format(

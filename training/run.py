@@ -79,13 +79,26 @@ def build_models(options, data):
         kernel=options.kernel_regularization_factor, bias=options.bias_regularization_factor,
         gamma=options.gamma_regularization_factor, beta=options.beta_regularization_factor,
         adaptive=options.use_adaptive_l1_l2_regularizer)
-    return build_reid_models(
+    models = build_reid_models(
         backbone, data.num_classes, region_num=options.region_num,
         pooling_mode=options.pooling_mode, min_value=options.min_value,
         max_value=options.max_value,
         use_horizontal_flipping_inside_model=options.use_horizontal_flipping_inside_model,
         flipping_loss_weight=options.flipping_loss_weight, regularization=regularization,
         input_shape=input_shape)
+    if options.batch_normalization_momentum is not None:
+        set_batch_normalization_momentum(models.training_model,
+                                         options.batch_normalization_momentum)
+    return models
+
+
+def set_batch_normalization_momentum(model, momentum):
+    """Sets the momentum of every BatchNormalization layer inside `model`; returns their count."""
+    layers = [module for module in model.submodules
+              if isinstance(module, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = momentum
+    return len(layers)
 
 
 # ------------------------------------------------------------------------------ callbacks
@@ -194,9 +207,10 @@ def train(options, data, models):
         callbacks = [ThroughputLogger(options.identity_num_per_batch *
                                       options.image_num_per_identity), nan_guard]
         selection = None
+        stage_folder = os.path.join(options.output_folder_path, stage_name)
         if backbone_trainable:
             callbacks += [InspectGeMPoolingParameters(models.gem_layers),
-                          InspectRegularizationFactors(models.regularization_terms)]
+                          InspectRegularizationFactors(models.regularization_terms, stage_folder)]
         callbacks += evaluators
         if backbone_trainable:
             selection = ModelSelectionCheckpoint(checkpoint_path, metadata,
@@ -204,7 +218,7 @@ def train(options, data, models):
             callbacks.append(selection)
         callbacks += [ResumeCheckpoint(resume_state, stage_index, selection),
                       learning_rate_callback(options),
-                      HistoryLogger(os.path.join(options.output_folder_path, stage_name))]
+                      HistoryLogger(stage_folder)]
         training_model.fit(dataset, steps_per_epoch=options.steps_per_epoch, epochs=epochs,
                            initial_epoch=initial_epoch, callbacks=callbacks, verbose=2)
         if nan_guard.failure:
@@ -212,7 +226,6 @@ def train(options, data, models):
                 "Training stopped: the {}. The last good state is kept in {}; lower the "
                 "learning rate (--learning_rate_base) and pass --resume.".format(
                     nan_guard.failure, options.output_folder_path))
-        resume_state.save(stage_index + 1, 0, selection.best if selection else best)
         for evaluator in evaluators:
             if evaluator.last_result is not None:
                 report(evaluator, options)
@@ -251,11 +264,12 @@ def evaluate_only(options, data, models):
                        checkpoint_metadata(options, data.num_classes),
                        load=lambda path: load_training_weights(models, path))
     logs = {}
+    evaluation_folder = os.path.join(options.output_folder_path, "evaluation")
     for callback in (InspectGeMPoolingParameters(models.gem_layers),
-                     InspectRegularizationFactors(models.regularization_terms)):
+                     InspectRegularizationFactors(models.regularization_terms, evaluation_folder)):
         callback.on_epoch_end(0, logs)
     evaluators = make_evaluators(options, data, models, epoch_num=1)
     for evaluator in evaluators:
         logs.update(evaluator.evaluate())
-    HistoryLogger(os.path.join(options.output_folder_path, "evaluation")).on_epoch_end(0, logs)
+    HistoryLogger(evaluation_folder).on_epoch_end(0, logs)
     return [report(evaluator, options) for evaluator in evaluators]

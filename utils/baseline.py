@@ -5,9 +5,10 @@ chromatic pixels (saturation >= 40) fall in 8 hue x 3 saturation x 3 value bins,
 ones (whose hue is noise) in 4 value bins. Pixels are weighted by a Gaussian across the
 width (sigma = 0.2 x width) to favour the person over the background. Each stripe's
 histogram is L1-normalised and square-rooted (Hellinger), and images are compared with the
-cosine distance. Of the simple variants tried, this one scored best on Market-1501 (about
-9% mAP, 24% rank-1 on 1000 random queries against the full gallery). It knows colours and
-their vertical layout but not shape or texture. TensorFlow-free.
+cosine distance. Of the simple variants tried (joint or marginal HSV/RGB histograms, 1 or
+6 stripes, with or without centre weighting), this one scored best on Market-1501: 9.4% mAP,
+24.9% rank-1 (random ranking: 0.15% mAP). It knows colours and their vertical layout but not
+shape or texture. TensorFlow-free.
 """
 import cv2
 import numpy as np

@@ -1,0 +1,97 @@
+"""End to end through solution.py on a tiny generated dataset: train, resume, evaluate only."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """A small synthetic dataset exposed as a user "Folder" dataset (train/query/gallery)."""
+    from datasets.synthetic import generate_dataset
+    root = tmp_path_factory.mktemp("tiny_reid")
+    generated = root / "generated"
+    generate_dataset(str(generated), seed=1, num_train_identities=12, num_test_identities=10,
+                     num_cameras=3, train_images_per_identity=(4, 6),
+                     gallery_images_per_camera=(1, 2), max_query_cameras=2, num_distractors=5,
+                     num_junk=3, family_size=2)
+    for split, folder in (("train", "bounding_box_train"), ("query", "query"),
+                          ("gallery", "bounding_box_test")):
+        os.symlink(generated / folder, root / split)
+    return str(root)
+
+
+def run_solution(root, output, *extra, check=True):
+    command = [sys.executable, os.path.join(REPOSITORY, "solution.py"), "--dataset_name", "Folder",
+               "--root_folder_path", root, "--output_folder_path", str(output),
+               "--backbone_model_name", "MobileNetV3Small", "--backbone_weights", "none",
+               "--image_height", "64", "--image_width", "32", "--region_num", "2",
+               "--identity_num_per_batch", "4", "--image_num_per_identity", "2",
+               "--steps_per_epoch", "2", "--freeze_backbone_for_N_epochs", "1",
+               "--evaluate_testing_every_N_epochs", "2", "--workers", "1", "--seed", "0",
+               "--learning_rate_mode", "constant", "--learning_rate_start", "1e-3",
+               "--learning_rate_end", "1e-3", "--learning_rate_lower_bound", "1e-3",
+               *extra]
+    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True,
+                            timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError("solution.py failed:\n" + result.stdout[-3000:] +
+                             result.stderr[-5000:])
+    return result
+
+
+def test_train_resume_and_evaluate_only(tiny_root, tmp_path):
+    output = tmp_path / "out"
+    flags = ["--use_horizontal_flipping_inside_model", "--use_horizontal_flipping_in_evaluation",
+             "--use_re_ranking"]
+    run_solution(tiny_root, output, "--epoch_num", "2", *flags)
+    run_folder = output / "Folder_MobileNetV3Small"
+    for name in ("training_model.h5", "test_metrics.json", "training_A/loss.png",
+                 "training_B/history.csv", "training_B/flipping.png",
+                 "training_B/regularization_factors.csv"):
+        assert (run_folder / name).is_file(), name
+
+    # The same folder again without --resume must not touch the finished run.
+    refused = run_solution(tiny_root, output, "--epoch_num", "3", *flags, check=False)
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+
+    # --resume continues stage B at its third epoch; the first epochs' logs are kept.
+    resumed = run_solution(tiny_root, output, "--epoch_num", "3", "--resume", *flags)
+    assert "Resuming stage 2 at epoch 1" not in resumed.stdout
+    assert "Resuming stage 1 at epoch 3" in resumed.stdout
+    with open(run_folder / "training_B" / "accumulated_logs_dict.pkl", "rb") as file:
+        history = pickle.load(file)
+    assert sorted(history["loss"]) == [0, 1, 2]
+    trained = json.loads((run_folder / "test_metrics.json").read_text())
+
+    # With no validation split the last epoch is kept; evaluating it alone gives its metrics.
+    evaluation_output = tmp_path / "evaluation_only"
+    run_solution(tiny_root, evaluation_output, "--evaluation_only", "--pretrained_model_file_path",
+                 str(run_folder / "training_model.h5"), "--freeze_backbone_for_N_epochs", "0",
+                 *flags)
+    evaluated = json.loads(
+        (evaluation_output / "Folder_MobileNetV3Small" / "test_metrics.json").read_text())
+    for key in ("mAP", "rank-1", "rank-5", "mINP"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+    # A checkpoint of another head is refused with the flag to fix.
+    mismatch = run_solution(tiny_root, tmp_path / "mismatch", "--evaluation_only",
+                            "--pretrained_model_file_path", str(run_folder / "training_model.h5"),
+                            "--region_num", "1", check=False)
+    assert mismatch.returncode != 0 and "region_num" in mismatch.stderr
+
+
+def test_bad_flags_stop_before_any_work(tiny_root, tmp_path):
+    result = run_solution(tiny_root, tmp_path / "bad", "--backbone_model_name", "resnet5O",
+                          check=False)
+    assert result.returncode != 0 and "--backbone_model_name" in result.stderr
+    assert not (tmp_path / "bad").exists()
+    result = run_solution(tiny_root, tmp_path / "bad", "--identity_num_per_batch", "64",
+                          check=False)
+    assert result.returncode != 0 and "--identity_num_per_batch" in result.stderr
+    assert not (tmp_path / "bad").exists()
