@@ -26,6 +26,7 @@ different order (a 1-ulp change).
 Memory is O((Q+G)·(d + set sizes)) plus one query chunk; time is dominated by the
 (Q+G)^2·d/2 float32 multiply-adds of step 1 and the Q·G·d float64 ones of step 4.
 """
+import contextlib
 import time
 
 import numpy as np
@@ -45,28 +46,25 @@ _STEP_ENTRIES = 1 << 21    # distances per internal Jaccard step
 _WORK_BUDGET = 1 << 21     # (query, image, gallery) Jaccard terms per internal step
 
 # Diagnostics of the latest run, for benchmarks: float64 re-scored keys, rows recomputed in
-# float64, set pairs outside the candidate lists, non-zeros of V.
+# float64, non-zeros of V, (wall, CPU) seconds per phase.
 LAST_RUN_STATS = {}
 
 
 class _PhaseClock:
-    """Wall and CPU seconds per phase, accumulated into LAST_RUN_STATS["seconds"]."""
+    """Wall and CPU seconds per phase (``with clock("name"): ...``), accumulated."""
 
     def __init__(self):
         self.seconds = {}
 
+    @contextlib.contextmanager
     def __call__(self, phase):
-        clock = self
-
-        class _Span:
-            def __enter__(self):
-                self.start = (time.perf_counter(), time.process_time())
-
-            def __exit__(self, *exc):
-                wall, cpu = clock.seconds.get(phase, (0.0, 0.0))
-                clock.seconds[phase] = (wall + time.perf_counter() - self.start[0],
-                                        cpu + time.process_time() - self.start[1])
-        return _Span()
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            total_wall, total_cpu = self.seconds.get(phase, (0.0, 0.0))
+            self.seconds[phase] = (total_wall + time.perf_counter() - wall,
+                                   total_cpu + time.process_time() - cpu)
 
 
 def validate_parameters(k1, k2, lambda_value):
@@ -394,9 +392,10 @@ def _exact_rows(feats, rows, size):
 class _Neighbours:
     """Neighbour lists in the reference's order and the reference's normalisation.
 
-    Keys are re-scored in float64 only where neighbours around a cut that matters
-    (round(k1/2)+1, k1+1, k2) are closer than twice the float32 error bound; if doubt then
-    remains about images outside the candidate list, the whole row is recomputed in float64.
+    Keys are re-scored in float64 only where neighbours around a cut that matters (round(k1/2)+1,
+    k1+1, and 1..k2 as the query expansion sums the k2 nearest in rank order) are closer than
+    twice the float32 error bound; if doubt then remains about images outside the candidate
+    list, the whole row is recomputed in float64.
     """
 
     def __init__(self, feats, size, cuts, clock):
@@ -618,7 +617,9 @@ def _iterate(feats, k1, k2, lambda_value, chunk_size):
     n, num_query = len(feats), feats.num_query
     num_gallery = n - num_query
     clock = _PhaseClock()
-    cuts = sorted({min(int(np.around(k1 / 2.0)) + 1, n), min(k1 + 1, n), min(k2, n)})
+    # prefixes whose membership matters; the first k2 are also summed in rank order (QE)
+    cuts = sorted({min(int(np.around(k1 / 2.0)) + 1, n), min(k1 + 1, n)}
+                  | set(range(1, min(k2, n) + 1)))
     nb = _Neighbours(feats, min(max(cuts) + _MARGIN, n), cuts, clock)
     with clock("sets and weights"):
         v = _weights(nb, k1, k2)

@@ -1,0 +1,42 @@
+"""Pieces of training/run.py that the end-to-end test does not pin down."""
+from types import SimpleNamespace
+
+from utils.tf_env import keras
+
+
+def test_batch_normalization_momentum_reaches_nested_layers():
+    from training.run import set_batch_normalization_momentum
+    inner_input = keras.Input((4,))
+    inner = keras.Model(inner_input, keras.layers.BatchNormalization(momentum=0.999)(inner_input))
+    outer_input = keras.Input((4,))
+    hidden = keras.layers.BatchNormalization(momentum=0.99)(inner(outer_input))
+    model = keras.Model(outer_input, keras.layers.Dense(2)(hidden))
+    assert set_batch_normalization_momentum(model, 0.9) == 2
+    momenta = [layer.momentum for layer in inner.layers + model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)]
+    assert momenta == [0.9, 0.9]
+
+
+def test_selection_monitor_prefers_validation_and_never_test_by_default():
+    from training.run import selection_monitor
+    valid, test = SimpleNamespace(split_name="valid"), SimpleNamespace(split_name="test")
+    options = SimpleNamespace(select_model_on_testing=False, use_re_ranking=False)
+    assert selection_monitor(options, [valid, test]) == "valid_cosine_False_mAP_score"
+    assert selection_monitor(options, [test]) is None
+    options.select_model_on_testing = True
+    assert selection_monitor(options, [test]) == "test_cosine_False_mAP_score"
+    options.use_re_ranking = True
+    assert selection_monitor(options, [test]) == "test_cosine_True_mAP_score"
+
+
+def test_learning_rate_callback_uses_the_spec_schedule():
+    from training.run import learning_rate_callback
+    options = SimpleNamespace(
+        learning_rate_mode="default", learning_rate_start=2e-4, learning_rate_end=2e-4,
+        learning_rate_base=2e-4, learning_rate_warmup_epochs=10,
+        learning_rate_steady_epochs=30, learning_rate_drop_factor=10,
+        learning_rate_lower_bound=2e-6, epoch_num=200)
+    schedule = learning_rate_callback(options).schedule
+    for epoch, expected in ((0, 2e-6), (1, 2.4e-5), (10, 2e-4), (39, 2e-4), (40, 2e-5),
+                            (69, 2e-5), (70, 2e-6)):
+        assert abs(schedule(epoch) - expected) < 1e-12, epoch
