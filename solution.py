@@ -78,6 +78,8 @@ flags.DEFINE_string("output_folder_path", os.path.join(REPOSITORY_PATH, "output"
 # Additions.
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.")
 flags.DEFINE_float("flipping_loss_weight", 1.0, "Weight of the flipping loss.")
+flags.DEFINE_float("triplet_loss_weight", 1.0,
+                   "Weight of each branch's triplet loss (the cross-entropy keeps weight 1).")
 flags.DEFINE_integer("seed", None, "Seed of every random generator (unset: not seeded).")
 flags.DEFINE_bool("resume", False, "Continue the interrupted run in the output folder.")
 flags.DEFINE_bool("select_model_on_testing", False,

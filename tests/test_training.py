@@ -40,3 +40,12 @@ def test_learning_rate_callback_uses_the_spec_schedule():
     for epoch, expected in ((0, 2e-6), (1, 2.4e-5), (10, 2e-4), (39, 2e-4), (40, 2e-5),
                             (69, 2e-5), (70, 2e-6)):
         assert abs(schedule(epoch) - expected) < 1e-12, epoch
+
+
+def test_loss_weights_scale_only_the_triplet_outputs():
+    from training.run import loss_weights
+    models = SimpleNamespace(embedding_output_names=["global_embedding", "region_1_embedding"],
+                             softmax_output_names=["global_softmax", "region_1_softmax"])
+    weights = loss_weights(models, SimpleNamespace(triplet_loss_weight=0.25))
+    assert weights == {"global_embedding": 0.25, "region_1_embedding": 0.25,
+                       "global_softmax": 1.0, "region_1_softmax": 1.0}

@@ -44,6 +44,7 @@ def validate_options(flag_values):
               "image_num_per_identity", "steps_per_epoch", "workers", "augmentation_num")
     _positive(options, "region_num", "freeze_backbone_for_N_epochs", "epoch_num",
               "testing_size", "validation_size", "label_smoothing", "flipping_loss_weight",
+              "triplet_loss_weight",
               "evaluate_testing_every_N_epochs", "evaluate_validation_every_N_epochs",
               allow_zero=True)
     for name in ("kernel", "bias", "gamma", "beta"):

@@ -101,6 +101,13 @@ def set_batch_normalization_momentum(model, momentum):
     return len(layers)
 
 
+def loss_weights(models, options):
+    """Weight of each output's loss: triplet on embeddings, 1 on softmax outputs."""
+    weights = {name: options.triplet_loss_weight for name in models.embedding_output_names}
+    weights.update({name: 1.0 for name in models.softmax_output_names})
+    return weights
+
+
 # ------------------------------------------------------------------------------ callbacks
 def make_evaluators(options, data, models, epoch_num):
     from callbacks.evaluator import Evaluator
@@ -202,7 +209,8 @@ def train(options, data, models):
         print("Stage {}: {} epochs, backbone {}.".format(
             stage_name, epochs, "trainable" if backbone_trainable else "frozen"))
         set_backbone_trainable(models, backbone_trainable)
-        compile_training_model(models, optimizer, label_smoothing=options.label_smoothing)
+        compile_training_model(models, optimizer, label_smoothing=options.label_smoothing,
+                               loss_weights=loss_weights(models, options))
         evaluators = make_evaluators(options, data, models, options.epoch_num)
         callbacks = [ThroughputLogger(options.identity_num_per_batch *
                                       options.image_num_per_identity), nan_guard]
