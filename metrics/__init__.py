@@ -18,9 +18,6 @@ except ImportError:
 from metrics.distances import compute_distance_matrix  # noqa: E402
 from metrics.evaluation import (compute_CMC_mAP, evaluate_features,  # noqa: E402
                                 evaluate_rank)
-from metrics.re_ranking import (re_ranking, re_ranking_features,  # noqa: E402
-                                re_ranking_features_dense)
 
 __all__ = ["CYTHON_AVAILABLE", "compute_CMC_mAP", "compute_distance_matrix",
-           "evaluate_features", "evaluate_rank", "re_ranking", "re_ranking_features",
-           "re_ranking_features_dense"]
+           "evaluate_features", "evaluate_rank"]
