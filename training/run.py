@@ -1,13 +1,12 @@
 """The steps solution.py calls in order: data, models, the two training stages, evaluation."""
 import json
 import os
-import time
 from types import SimpleNamespace
 
 import numpy as np
 
 from training.options import OptionError, seed_everything, validate_options  # noqa: F401
-from utils.tf_env import tf, keras
+from utils.tf_env import keras
 
 CHECKPOINT_FILE_NAME = "training_model.h5"
 
