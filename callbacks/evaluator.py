@@ -38,7 +38,8 @@ class Evaluator(keras.callbacks.Callback):
     def __init__(self, inference_model, split_name, query_df, gallery_df, image_height,
                  image_width, every_N_epochs, epoch_num, batch_size=64,
                  use_horizontal_flipping=False, use_re_ranking=False, metric="cosine",
-                 output_folder_path=None, save_data_to_disk=False, max_rank=20):
+                 output_folder_path=None, save_data_to_disk=False, max_rank=20,
+                 augmentor=None, augmentation_num=1):
         super().__init__()
         self.inference_model = inference_model
         self.split_name = split_name
@@ -52,6 +53,7 @@ class Evaluator(keras.callbacks.Callback):
         self.output_folder_path = output_folder_path
         self.save_data_to_disk = save_data_to_disk
         self.max_rank = max_rank
+        self.augmentor, self.augmentation_num = augmentor, augmentation_num
         self.last_result = None
 
     def is_due(self, epoch):
@@ -63,7 +65,9 @@ class Evaluator(keras.callbacks.Callback):
         return extract_features(self.inference_model, data_frame["image_file_path"].tolist(),
                                 self.image_height, self.image_width,
                                 batch_size=self.batch_size,
-                                use_horizontal_flipping=self.use_horizontal_flipping)
+                                use_horizontal_flipping=self.use_horizontal_flipping,
+                                augmentor=self.augmentor,
+                                augmentation_num=self.augmentation_num)
 
     def evaluate(self):
         """Returns the flat log dict of one evaluation of the current weights."""

@@ -194,8 +194,9 @@ def make_training_dataset(image_paths, labels, sampler, image_height, image_widt
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _inference_batches(image_paths, image_height, image_width, batch_size, flip, workers):
-    """Yields uint8 batches (B,H,W,3) in file order."""
+def _inference_batches(image_paths, image_height, image_width, batch_size, flip, workers,
+                       augmentor=None):
+    """Yields uint8 batches (B,H,W,3) in file order (augmented by `augmentor` if given)."""
     image_paths = [os.fspath(path) for path in image_paths]
 
     def make_batch(start):
@@ -203,6 +204,8 @@ def _inference_batches(image_paths, image_height, image_width, batch_size, flip,
                           np.uint8)
         for row in range(len(images)):
             image = read_image(image_paths[start + row], image_height, image_width)
+            if augmentor is not None:
+                image = augmentor(image)
             images[row] = cv2.flip(image, 1) if flip else image
         return images
 
@@ -218,20 +221,21 @@ def _check_inference_args(image_paths, batch_size):
 
 
 def make_inference_dataset(image_paths, image_height, image_width, batch_size=64, flip=False,
-                           workers=2):
+                           workers=2, augmentor=None):
     """``tf.data.Dataset`` of float32 raw RGB batches (B,H,W,3) in ``image_paths`` order.
 
     ``flip=True`` mirrors every image horizontally (``cv2.flip(img, 1)``), as the original
-    ``TestDataSequence`` does for flip-averaged evaluation.
+    ``TestDataSequence`` does for flip-averaged evaluation. ``augmentor`` (ALR's augmented test
+    passes) is applied to every image; it is not thread-safe, so it forces one worker.
     """
     from utils.tf_env import tf
 
     _check_inference_args(image_paths, batch_size)
-    workers = _check_workers(workers)
+    workers = 1 if augmentor is not None else _check_workers(workers)
     image_paths = list(image_paths)
     dataset = tf.data.Dataset.from_generator(
         lambda: iter(_inference_batches(image_paths, image_height, image_width, int(batch_size),
-                                        flip, workers)),
+                                        flip, workers, augmentor)),
         output_signature=tf.TensorSpec((None, image_height, image_width, 3), tf.uint8))
     dataset = dataset.map(lambda images: tf.cast(images, tf.float32),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -239,7 +243,8 @@ def make_inference_dataset(image_paths, image_height, image_width, batch_size=64
 
 
 def extract_features(inference_model, image_paths, image_height, image_width, batch_size=64,
-                     use_horizontal_flipping=False, progress=True, workers=2, return_speed=False):
+                     use_horizontal_flipping=False, progress=True, workers=2, return_speed=False,
+                     augmentor=None, augmentation_num=1):
     """Features of ``image_paths`` in order, float32 (N, D) (spec §7.1).
 
     The model gets raw RGB float32 batches; a list of outputs is concatenated along the feature
@@ -247,15 +252,17 @@ def extract_features(inference_model, image_paths, image_height, image_width, ba
     where flip mirrors the width axis (same pixels as ``cv2.flip(img, 1)``); each image is read
     once and the mirrored copy is made on the batch. Prints
     ``Speed of feature extraction: X images per second.``; with ``return_speed`` returns
-    ``(features, images_per_second)``.
+    ``(features, images_per_second)``. With an ``augmentor`` (ALR's
+    ``--use_data_augmentation_in_evaluation``) the features are the mean over
+    ``augmentation_num`` augmented passes.
     """
     from tqdm import tqdm
     from utils.tf_env import tf
 
     _check_inference_args(image_paths, batch_size)
+    if augmentor is None and augmentation_num != 1:
+        raise ValueError("augmentation_num > 1 needs an augmentor (passes would be identical).")
     image_paths = list(image_paths)
-    dataset = make_inference_dataset(image_paths, image_height, image_width, batch_size,
-                                     flip=False, workers=workers)
 
     def embed(images):
         outputs = inference_model(images, training=False)
@@ -275,13 +282,17 @@ def extract_features(inference_model, image_paths, image_height, image_width, ba
         return features
 
     start = time.perf_counter()
-    chunks = []
+    features = None
     total = (len(image_paths) + batch_size - 1) // batch_size
-    for images in tqdm(dataset, total=total, disable=not progress, desc="Extracting features",
-                       unit="batch"):
-        chunks.append(predict(images).numpy())
-    features = np.concatenate(chunks).astype(np.float32, copy=False)
-    speed = len(image_paths) / max(time.perf_counter() - start, 1e-9)
+    for _ in range(augmentation_num):
+        dataset = make_inference_dataset(image_paths, image_height, image_width, batch_size,
+                                         flip=False, workers=workers, augmentor=augmentor)
+        chunks = [predict(images).numpy() for images in tqdm(
+            dataset, total=total, disable=not progress, desc="Extracting features", unit="batch")]
+        passed = np.concatenate(chunks).astype(np.float32, copy=False)
+        features = passed if features is None else features + passed
+    features = features / np.float32(augmentation_num) if augmentation_num > 1 else features
+    speed = augmentation_num * len(image_paths) / max(time.perf_counter() - start, 1e-9)
     print("Speed of feature extraction: {:.2f} images per second.".format(speed))
     return (features, speed) if return_speed else features
 

@@ -171,3 +171,26 @@ def test_extract_features_with_flip_averaging(image_files, capsys, two_outputs):
     assert "Speed of feature extraction:" in capsys.readouterr().out
     features, speed = extract_features(model, paths, H, W, progress=False, return_speed=True)
     assert speed > 0 and features.shape == (7, 5)
+
+
+def test_extract_features_averages_augmented_passes(image_files):
+    """ALR's augmented evaluation: mean over `augmentation_num` passes of the augmentor."""
+    model = tiny_model(False)
+    paths = image_files[:5]
+    images = np.stack([index_image(i) for i in range(5)])
+
+    class Brighten:  # a deterministic stand-in: pass k adds 10 * k to every pixel
+        calls = 0
+
+        def __call__(self, image):
+            Brighten.calls += 1
+            return np.clip(image.astype(int) + 10 * ((Brighten.calls - 1) // 5 + 1),
+                           0, 255).astype(np.uint8)
+
+    features = extract_features(model, paths, H, W, batch_size=2, progress=False,
+                                augmentor=Brighten(), augmentation_num=3)
+    passes = [model.predict(np.clip(images.astype(int) + 10 * k, 0, 255).astype(np.float32),
+                            verbose=0) for k in (1, 2, 3)]
+    np.testing.assert_allclose(features, np.mean(passes, axis=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="augmentor"):
+        extract_features(model, paths, H, W, progress=False, augmentation_num=2)

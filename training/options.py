@@ -78,10 +78,6 @@ def validate_options(flag_values):
         value = getattr(options, name)
         setattr(options, name, int(value) if value > 1 else value)
 
-    if options.use_data_augmentation_in_evaluation:
-        raise OptionError("--use_data_augmentation_in_evaluation (ALR's augmented test passes) "
-                          "is not implemented yet; use --use_horizontal_flipping_in_evaluation "
-                          "for flip test-time augmentation.")
     if not options.use_data_augmentation_in_evaluation and options.augmentation_num != 1:
         print("Set augmentation_num to 1 since use_data_augmentation_in_evaluation is False.")
         options.augmentation_num = 1

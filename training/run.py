@@ -124,7 +124,9 @@ def make_evaluators(options, data, models, epoch_num):
             use_horizontal_flipping=options.use_horizontal_flipping_in_evaluation,
             use_re_ranking=options.use_re_ranking,
             output_folder_path=options.output_folder_path,
-            save_data_to_disk=options.save_data_to_disk))
+            save_data_to_disk=options.save_data_to_disk,
+            augmentor=make_augmentor(options) if options.use_data_augmentation_in_evaluation
+            else None, augmentation_num=options.augmentation_num))
     return evaluators
 
 
