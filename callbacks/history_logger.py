@@ -28,6 +28,24 @@ def group_rank_keys(logs):
     return grouped
 
 
+def write_epoch_csv(path, columns):
+    """Atomically writes {column: {epoch: value}} as a CSV with one row per (1-based) epoch."""
+    epochs = sorted({epoch for values in columns.values() for epoch in values})
+    with atomic_write(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch"] + list(columns))
+        for epoch in epochs:
+            writer.writerow([epoch + 1] + [values.get(epoch, "") for values in columns.values()])
+
+
+def load_history(path):
+    """The {key: {epoch: value}} pickle at `path`, or an empty one (a resumed run continues it)."""
+    if os.path.isfile(path):
+        with open(path, "rb") as file:
+            return pickle.load(file)
+    return OrderedDict()
+
+
 def _to_python(value):
     if isinstance(value, dict):
         return OrderedDict((k, _to_python(v)) for k, v in value.items())
@@ -45,11 +63,10 @@ class HistoryLogger(keras.callbacks.Callback):
         super().__init__()
         self.output_folder_path = output_folder_path
         os.makedirs(output_folder_path, exist_ok=True)
-        pickle_path = os.path.join(output_folder_path, "accumulated_logs_dict.pkl")
-        if accumulated_logs_dict is None and os.path.isfile(pickle_path):
-            with open(pickle_path, "rb") as file:  # resuming: keep what was written
-                accumulated_logs_dict = pickle.load(file)
-        self.accumulated_logs_dict = accumulated_logs_dict or OrderedDict()
+        if accumulated_logs_dict is None:
+            accumulated_logs_dict = load_history(
+                os.path.join(output_folder_path, "accumulated_logs_dict.pkl"))
+        self.accumulated_logs_dict = accumulated_logs_dict
         self._summary_writer = tf.summary.create_file_writer(
             os.path.join(output_folder_path, "tensorboard"))
 
@@ -87,14 +104,8 @@ class HistoryLogger(keras.callbacks.Callback):
         return columns
 
     def _write_csv(self):
-        columns = self._flat_columns()
-        epochs = sorted({epoch for values in columns.values() for epoch in values})
-        path = os.path.join(self.output_folder_path, "history.csv")
-        with atomic_write(path, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["epoch"] + list(columns))
-            for epoch in epochs:
-                writer.writerow([epoch + 1] + [columns[key].get(epoch, "") for key in columns])
+        write_epoch_csv(os.path.join(self.output_folder_path, "history.csv"),
+                        self._flat_columns())
 
     def _write_tensorboard(self, epoch, logs):
         with self._summary_writer.as_default():

@@ -1,5 +1,4 @@
 """Callbacks that log model parameters worth watching: GeM powers and adaptive L2 factors."""
-import csv
 import os
 import pickle
 import time
@@ -7,6 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from callbacks.history_logger import write_epoch_csv
 from utils.files import atomic_write
 from utils.tf_env import keras
 
@@ -62,13 +62,7 @@ class InspectRegularizationFactors(keras.callbacks.Callback):
         base = os.path.join(self.output_folder_path, "regularization_factors")
         with atomic_write(base + ".pkl", "wb") as file:
             pickle.dump(self.history, file, protocol=pickle.HIGHEST_PROTOCOL)
-        epochs = sorted({epoch for values in self.history.values() for epoch in values})
-        with atomic_write(base + ".csv", "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["epoch"] + list(self.history))
-            for epoch in epochs:
-                writer.writerow([epoch + 1] + [values.get(epoch, "")
-                                               for values in self.history.values()])
+        write_epoch_csv(base + ".csv", self.history)
         figure, axis = plt.subplots(figsize=(6, 4))
         for values in self.history.values():
             axis.plot(np.array(list(values)) + 1, list(values.values()), alpha=0.3, linewidth=0.8)
