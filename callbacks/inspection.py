@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from callbacks.history_logger import write_epoch_csv
+from callbacks.history_logger import load_history, write_epoch_csv
 from utils.files import atomic_write
 from utils.tf_env import keras
 
@@ -37,7 +37,9 @@ class InspectRegularizationFactors(keras.callbacks.Callback):
         super().__init__()
         self.regularization_terms = regularization_terms
         self.output_folder_path = output_folder_path
-        self.history = OrderedDict()
+        self.history = load_history(os.path.join(
+            output_folder_path, "regularization_factors.pkl")) if output_folder_path \
+            else OrderedDict()
 
     def on_epoch_end(self, epoch, logs=None):
         from applications.regularization import regularization_factors

@@ -105,3 +105,25 @@ def test_nan_guard_stops_training():
                         callbacks=[guard])
     assert guard.failure is not None and "epoch 1" in guard.failure
     assert len(history.history["loss"]) == 1
+
+
+def test_regularization_factor_log_survives_a_resumed_run(tmp_path):
+    """A new callback on the same folder (--resume) continues the factors already written."""
+    from callbacks.inspection import InspectRegularizationFactors
+
+    class Term:  # stands in for applications.regularization.RegularizationTerm
+        def __init__(self, value):
+            self.value = value
+
+    import applications.regularization as regularization
+    original = regularization.regularization_factors
+    regularization.regularization_factors = lambda terms: {"dense_kernel": terms[0].value}
+    try:
+        InspectRegularizationFactors([Term(0.5)], str(tmp_path)).on_epoch_end(0, {})
+        InspectRegularizationFactors([Term(0.4)], str(tmp_path)).on_epoch_end(1, {})
+    finally:
+        regularization.regularization_factors = original
+    with open(tmp_path / "regularization_factors.pkl", "rb") as file:
+        assert pickle.load(file) == {"dense_kernel": {0: 0.5, 1: 0.4}}
+    rows = list(csv.reader(open(tmp_path / "regularization_factors.csv")))
+    assert rows == [["epoch", "dense_kernel"], ["1", "0.5"], ["2", "0.4"]]
