@@ -4,7 +4,9 @@
 """
 import os
 import sys
+import time
 
+START_TIME = time.time()  # the --time_budget_minutes clock starts before TensorFlow loads
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from utils.tf_env import tf  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -44,7 +46,7 @@ flags.DEFINE_integer("evaluate_testing_every_N_epochs", 10, "Testing period.")
 flags.DEFINE_integer("identity_num_per_batch", 16, "P: identities per batch.")
 flags.DEFINE_integer("image_num_per_identity", 4, "K: images per identity.")
 flags.DEFINE_string("learning_rate_mode", "default",
-                    "One of constant, linear, cosine, warmup, default.")
+                    "One of constant, linear, cosine, warmup, default, warmup_cosine.")
 flags.DEFINE_float("learning_rate_start", 2e-4, "Starting learning rate.")
 flags.DEFINE_float("learning_rate_end", 2e-4, "Ending learning rate.")
 flags.DEFINE_float("learning_rate_base", 2e-4, "Base learning rate.")
@@ -87,6 +89,13 @@ flags.DEFINE_bool("select_model_on_testing", False,
                   "Default: select on the validation split if any, else keep the last epoch.")
 flags.DEFINE_string("backbone_weights", "imagenet",
                     "imagenet (download or cache), none (from scratch) or a local .h5 path.")
+flags.DEFINE_integer("backbone_last_stride", 1,
+                     "Stride of the backbone's last downsampling: 1 (re-ID default, finer "
+                     "feature map) or 2 (the backbone's own; about 2x faster for MobileNetV3).")
+flags.DEFINE_float("time_budget_minutes", 0,
+                   "Wall-clock budget of the whole run (0: none). Loading, training and the "
+                   "final evaluation fit in it: stage B's epoch count (and so the learning-rate "
+                   "schedule) is fitted to the budget from the measured epoch time.")
 flags.DEFINE_bool("cache_images", True, "Keep decoded training images in memory.")
 flags.DEFINE_float("batch_normalization_momentum", None,
                    "Override the momentum of every BatchNormalization layer (unset: keep each "
@@ -111,6 +120,8 @@ def run_solution():
     for name in sorted(FLAGS.flag_values_dict()):
         print("{} {}".format(name, FLAGS[name].value))
     options = run.validate_options(FLAGS.flag_values_dict())
+    options.deadline = (START_TIME + 60 * options.time_budget_minutes
+                        if options.time_budget_minutes else None)
     run.seed_everything(options.seed)
 
     data = run.load_data(options)

@@ -228,7 +228,15 @@ def _adapt_row(row):
         notes.append(f"memory ratio {row['memory_ratio']:.2f}")
     if row.get("max_abs_diff") is not None:
         notes.append(f"max |diff| vs reference {row['max_abs_diff']:.1e}")
-    if row.get("base_mb") is not None:  # helper R reports total peak RSS, not the increase
+    if row.get("same_mAP") is not None:
+        notes.append("same mAP/R1 as reference: "
+                     + ("yes" if row["same_mAP"] and row.get("same_rank1") else "NO"))
+    if row.get("ratio_incl_distances") is not None:
+        notes.append(f"{row['ratio_incl_distances']:.1f}x vs reference + its distance matrices")
+    if row.get("input_mb") is not None:  # whole-process VmHWM, reset once the inputs exist
+        notes.append(f"peak_mib is the whole process incl. inputs ({row['input_mb']:.0f} MiB "
+                     f"when the clock starts)")
+    elif row.get("base_mb") is not None:  # total peak RSS, not the increase
         notes.append(f"peak_mib is the whole process (base {row['base_mb']:.0f} MiB)")
     if row.get("note"):
         notes.append(str(row["note"]))

@@ -1,15 +1,23 @@
-"""Time and peak memory of k-reciprocal re-ranking: reference (dense) vs fast (sparse).
+"""Time and peak memory of k-reciprocal re-ranking: reference (dense) vs sparse versions.
 
-    python benchmarks/re_ranking_speed.py [--quick] [--msmt17] [--msmt17-dim 256]
+    python benchmarks/re_ranking_speed.py [--quick] [--msmt17 | --msmt17-only] [--msmt17-dim 256]
 
 Problems are random features with identity clusters (``make_problem``). Each method runs in
-its own subprocess, one after the other; peak memory is that process's high-water mark
-(VmHWM, else ``ru_maxrss``; whole process: Python, NumPy and the features included).
-The reference gets ``exact_distance_matrix`` inputs (their float64 computation is not
-timed); "speed-up" divides its ``re_ranking`` time by the fast time (everything from the
-features), ``ratio_incl_distances`` adds to the reference the float32 distance matrices the
-original pipeline computes first (``compute_distance_matrix``). The machine is shared: wall
-times move with the load, CPU seconds less so (the fast version's BLAS uses both cores).
+its own subprocess, one after the other. Rows:
+
+* ``reference re_ranking (dense)``: ``metrics.re_ranking.re_ranking`` on the three
+  ``exact_distance_matrix`` inputs (q-g, q-q, g-g; computed before the clock starts).
+* ``re_ranking_sparse``: the drop-in sparse version, given **the same three matrices**
+  (same inputs, same output); "speed-up" and "mem" of this row are the headline ratios.
+* ``re_ranking_features``: the sparse version from features (it computes the distances
+  itself, float32 GEMM neighbour search + float64 original distances, so it also scales to
+  sizes whose matrices do not fit in memory); ``ratio_incl_distances`` compares it with the
+  reference plus the float32 distance matrices the pipeline computes first
+  (``compute_distance_matrix``).
+
+Peak memory: VmHWM of the child (whole process: Python, NumPy and the inputs), reset just
+before the timed call once the inputs exist (the features are deleted first in the matrix
+children), so input preparation does not count; ``input_mb`` is the RSS at that point.
 ``benchmark_rows(quick)`` returns the table rows as dicts for other benchmark scripts.
 """
 import argparse
@@ -83,6 +91,23 @@ def _peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _reset_peak():
+    """Reset VmHWM to the current RSS (Linux >= 4.0); returns the RSS in MB."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -92,22 +117,30 @@ def _worker(method, num_query, num_gallery, dim, out_path):
     """Run one method in this (child) process and print a JSON line of measurements."""
     from metrics.re_ranking import exact_distance_matrix, re_ranking, re_ranking_features
     import metrics.re_ranking_sparse as sparse
+    from metrics.re_ranking_matrices import re_ranking_sparse
 
     qf, gf, q_pids, g_pids, q_cams, g_cams = make_problem(num_query, num_gallery, dim)
     result = dict(base_mb=_peak_mb())
-    if method == "reference":
-        from metrics.distances import compute_distance_matrix
-        t0 = time.perf_counter()
-        mats = [compute_distance_matrix(qf, gf), compute_distance_matrix(qf, qf),
-                compute_distance_matrix(gf, gf)]
-        result["distance_seconds"] = time.perf_counter() - t0
-        del mats
+    if method in ("reference", "sparse"):
+        if method == "reference":
+            from metrics.distances import compute_distance_matrix
+            t0 = time.perf_counter()
+            mats = [compute_distance_matrix(qf, gf), compute_distance_matrix(qf, qf),
+                    compute_distance_matrix(gf, gf)]
+            result["distance_seconds"] = time.perf_counter() - t0
+            del mats
         mats = [exact_distance_matrix(qf, gf), exact_distance_matrix(qf, qf),
                 exact_distance_matrix(gf, gf)]
+        del qf, gf
+        run = re_ranking if method == "reference" else re_ranking_sparse
+        result["input_mb"] = _reset_peak()
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
-        final = re_ranking(*mats)
+        final = run(*mats)
         result["seconds"] = time.perf_counter() - t0
         result["cpu_seconds"] = _cpu_seconds() - cpu0
+        result["peak_mb"] = _peak_mb()
+        if method == "sparse":
+            result["stats"] = dict(sparse.LAST_RUN_STATS)
         del mats
         np.save(out_path, final)
     else:
@@ -115,6 +148,7 @@ def _worker(method, num_query, num_gallery, dim, out_path):
         if evaluate:
             from metrics import evaluate_rank
             stats = []
+        result["input_mb"] = _reset_peak()
         cpu0, t0, spent = _cpu_seconds(), time.perf_counter(), 0.0
         with (open(out_path, "wb") if not evaluate else open(os.devnull, "wb")) as sink:
             for rows, chunk in re_ranking_features(qf, gf):
@@ -133,7 +167,7 @@ def _worker(method, num_query, num_gallery, dim, out_path):
             result["mAP"] = float(np.dot(valid, [s[1] for s in stats]) / valid.sum())
             result["rank1"] = float(np.dot(valid, [s[2] for s in stats]) / valid.sum())
             result["evaluation_seconds"] = spent
-    result["peak_mb"] = _peak_mb()
+        result["peak_mb"] = _peak_mb()
     print("RESULT " + json.dumps(result))
 
 
@@ -156,33 +190,42 @@ def _cmc_map(dist, problem):
 
 
 def compare_rows(name, size):
-    """Reference and fast rows for one problem size (outputs compared on mAP and rank-1)."""
+    """Reference and sparse rows for one problem size (outputs compared with the reference's:
+    max |difference|, mAP and rank-1)."""
     num_query, num_gallery, dim = size
     label = f"{num_query}+{num_gallery} x {dim}-d"
     with tempfile.TemporaryDirectory() as tmp:
-        ref_path, fast_path = os.path.join(tmp, "ref.npy"), os.path.join(tmp, "fast.bin")
+        ref_path = os.path.join(tmp, "ref.npy")
+        sparse_path, fast_path = os.path.join(tmp, "sparse.npy"), os.path.join(tmp, "fast.bin")
         ref = _run_child("reference", size, ref_path)
+        spr = _run_child("sparse", size, sparse_path)
         fast = _run_child("fast", size, fast_path)
         problem = make_problem(*size)
         ref_dist = np.load(ref_path)
-        fast_dist = np.fromfile(fast_path, dtype=np.float32).reshape(num_query, num_gallery)
-        max_diff = float(np.abs(ref_dist - fast_dist).max())
         ref_map, ref_r1 = _cmc_map(ref_dist, problem)
-        fast_map, fast_r1 = _cmc_map(fast_dist, problem)
-        del ref_dist, fast_dist
+        outputs = {}
+        for key, path in (("sparse", sparse_path), ("fast", fast_path)):
+            dist = np.load(path) if key == "sparse" else \
+                np.fromfile(path, dtype=np.float32).reshape(num_query, num_gallery)
+            outputs[key] = (float(np.abs(ref_dist - dist).max()), *_cmc_map(dist, problem))
+            del dist
+        del ref_dist
     rows = []
     ref_total = ref["seconds"] + ref["distance_seconds"]
-    for method, res, m_ap, r1 in (("reference re_ranking (dense)", ref, ref_map, ref_r1),
-                                  ("re_ranking_features (sparse)", fast, fast_map, fast_r1)):
+    for method, res, (max_diff, m_ap, r1) in (
+            ("reference re_ranking (dense)", ref, (0.0, ref_map, ref_r1)),
+            ("re_ranking_sparse (same matrices)", spr, outputs["sparse"]),
+            ("re_ranking_features (from features)", fast, outputs["fast"])):
         rows.append(dict(
             name=f"{name} {method}", size=label, seconds=res["seconds"],
             cpu_seconds=res["cpu_seconds"], peak_mb=res["peak_mb"], base_mb=res["base_mb"],
+            input_mb=res.get("input_mb"),
             ratio=ref["seconds"] / res["seconds"],
             cpu_ratio=ref["cpu_seconds"] / res["cpu_seconds"],
-            ratio_incl_distances=ref_total / res["seconds"] if res is fast else 1.0,
+            ratio_incl_distances=ref_total / res["seconds"] if res is fast else None,
             memory_ratio=res["peak_mb"] / ref["peak_mb"],
             mAP=m_ap, rank1=r1, same_mAP=m_ap == ref_map, same_rank1=r1 == ref_r1,
-            max_abs_diff=max_diff if res is fast else 0.0,
+            max_abs_diff=max_diff,
             distance_seconds=res.get("distance_seconds"), stats=res.get("stats")))
     return rows
 
@@ -192,30 +235,39 @@ def feasibility_row(name, size):
     num_query, num_gallery, dim = size
     res = _run_child("fast", size, "-")
     n = num_query + num_gallery
-    return dict(name=f"{name} re_ranking_features (sparse)", size=f"{num_query}+{num_gallery} x "
-                f"{dim}-d", seconds=res["seconds"], cpu_seconds=res["cpu_seconds"],
-                peak_mb=res["peak_mb"], base_mb=res["base_mb"], ratio=None, cpu_ratio=None,
+    matrices_gib = (num_query * num_gallery + num_query ** 2 + num_gallery ** 2) * 4 / 2**30
+    return dict(name=f"{name} re_ranking_features (from features)",
+                size=f"{num_query}+{num_gallery} x {dim}-d", seconds=res["seconds"],
+                cpu_seconds=res["cpu_seconds"],
+                peak_mb=res["peak_mb"], base_mb=res["base_mb"], input_mb=res.get("input_mb"),
+                ratio=None, cpu_ratio=None,
                 ratio_incl_distances=None, memory_ratio=None,
                 mAP=res["mAP"], rank1=res["rank1"], same_mAP=None, same_rank1=None,
                 max_abs_diff=None, evaluation_seconds=res["evaluation_seconds"],
                 stats=res["stats"],
-                note=f"reference not run: needs > {n * n * 24 / 2**30:.0f} GiB")
+                note=f"reference not run: needs > {n * n * 24 / 2**30:.0f} GiB; "
+                     f"re_ranking_sparse's float32 input matrices alone: "
+                     f"{matrices_gib:.0f} GiB")
 
 
-def benchmark_rows(quick: bool, msmt17: bool = False, msmt17_dim=None) -> list:
+def benchmark_rows(quick: bool, msmt17: bool = False, msmt17_dim=None,
+                   compare: bool = True) -> list:
     """Rows (dicts) of the benchmark: quick = small problem, else Market-1501 size; with
-    ``msmt17`` also the fast version alone at MSMT17 size (``msmt17_dim``-d features)."""
+    ``msmt17`` also the fast version alone at MSMT17 size (``msmt17_dim``-d features);
+    ``compare=False`` skips the reference comparison."""
     extra = []
     if msmt17:  # first, while this process is still small
         q, g, d = SIZES["MSMT17"]
         extra.append(feasibility_row("MSMT17", (q, g, msmt17_dim or d)))
+    if not compare:
+        return extra
     rows = compare_rows("quick" if quick else "Market1501",
                         SIZES["quick" if quick else "Market1501"])
     return rows + extra
 
 
 def format_table(rows):
-    head = (f"{'method':<44} {'size':<24} {'time s':>8} {'cpu s':>8} {'peak MB':>9} "
+    head = (f"{'method':<52} {'size':<24} {'time s':>8} {'cpu s':>8} {'peak MB':>9} "
             f"{'speed-up':>8} {'mem':>6} {'mAP':>8} {'rank-1':>7} {'same':>5} {'max|diff|':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -224,12 +276,12 @@ def format_table(rows):
         speed = "" if r["ratio"] is None else f"{r['ratio']:.1f}x"
         mem = "" if r["memory_ratio"] is None else f"{r['memory_ratio']:.2f}"
         diff = "" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        lines.append(f"{r['name']:<44} {r['size']:<24} {r['seconds']:>8.1f} "
+        lines.append(f"{r['name']:<52} {r['size']:<24} {r['seconds']:>8.1f} "
                      f"{r['cpu_seconds']:>8.1f} {r['peak_mb']:>9.0f} {speed:>8} {mem:>6} "
                      f"{r['mAP']:>8.5f} {r['rank1']:>7.4f} {same:>5} {diff:>9}")
     for r in rows:
         extra = {k: r[k] for k in ("cpu_ratio", "ratio_incl_distances", "distance_seconds",
-                                   "evaluation_seconds", "base_mb", "stats", "note")
+                                   "evaluation_seconds", "base_mb", "input_mb", "stats", "note")
                  if r.get(k) is not None}
         lines.append(f"  {r['name']}: {extra}")
     return "\n".join(lines)
@@ -242,13 +294,16 @@ def main(argv=None):
                         help="also run the fast version at MSMT17 size (11,659 + 82,161 images)")
     parser.add_argument("--msmt17-dim", type=int, default=SIZES["MSMT17"][2],
                         help="feature dimension of the MSMT17-size run (default 256)")
+    parser.add_argument("--msmt17-only", action="store_true",
+                        help="only the MSMT17-size run (no reference comparison)")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         method, q, g, d, out = args.worker
         _worker(method, int(q), int(g), int(d), out)
         return
-    rows = benchmark_rows(args.quick, args.msmt17, args.msmt17_dim)
+    rows = benchmark_rows(args.quick, args.msmt17 or args.msmt17_only, args.msmt17_dim,
+                          compare=not args.msmt17_only)
     print(format_table(rows))
 
 

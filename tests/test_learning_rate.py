@@ -62,3 +62,16 @@ def test_lower_bound_clips_every_mode():
 def test_invalid_settings_raise_value_errors_naming_the_flag(kwargs, flag):
     with pytest.raises(ValueError, match=flag):
         learning_rate_schedule(50, **{**DEFAULTS, **kwargs})
+
+
+def test_warmup_cosine_hand_values():
+    def lr(e):
+        return learning_rate_schedule(e, "warmup_cosine", base=1e-3, lower_bound=1e-5,
+                                      warmup_epochs=5, epoch_num=26)
+    assert lr(0) == pytest.approx(1e-5)
+    assert lr(2) == pytest.approx(1e-5 + 2 / 5 * (1e-3 - 1e-5))
+    assert lr(5) == pytest.approx(1e-3)  # warm-up ends at the peak
+    assert lr(15) == pytest.approx((1e-3 + 1e-5) / 2)  # half way down the cosine
+    assert lr(25) == pytest.approx(1e-5) and lr(40) == pytest.approx(1e-5)
+    values = [lr(e) for e in range(5, 26)]
+    assert all(a > b for a, b in zip(values, values[1:]))

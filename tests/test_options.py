@@ -77,3 +77,16 @@ def test_sizes_above_one_become_counts(validate, tmp_path):
                                 validation_size=0.25))
     assert options.testing_size == 50 and isinstance(options.testing_size, int)
     assert options.validation_size == 0.25
+
+
+def test_last_stride_and_time_budget_checks(validate, tmp_path):
+    with pytest.raises(ValueError, match="--backbone_last_stride"):
+        validate(_options(root_folder_path=str(tmp_path), backbone_last_stride=3))
+    with pytest.raises(ValueError, match="--time_budget_minutes"):
+        validate(_options(root_folder_path=str(tmp_path), time_budget_minutes=-1))
+    # Last stride 2 halves the feature-map rows: 128 // 32 = 4 rows fit 4 stripes, not 5.
+    validate(_options(root_folder_path=str(tmp_path), image_height=128, image_width=64,
+                      backbone_last_stride=2, region_num=4))
+    with pytest.raises(ValueError, match="--region_num"):
+        validate(_options(root_folder_path=str(tmp_path), image_height=128, image_width=64,
+                          backbone_last_stride=2, region_num=5))

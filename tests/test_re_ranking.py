@@ -1,5 +1,5 @@
 """k-reciprocal re-ranking: reference vs a plain-Python transcription of the published
-algorithm, and the fast sparse version vs the reference."""
+algorithm, and the sparse versions (from distance matrices, from features) vs the reference."""
 import math
 
 import numpy as np
@@ -7,8 +7,10 @@ import pytest
 from scipy.spatial.distance import cdist
 
 import metrics.re_ranking_sparse as sparse
+import metrics.re_ranking_matrices as sparse_matrices
 from metrics.re_ranking import (exact_distance_matrix, re_ranking, re_ranking_features,
                                 re_ranking_features_dense)
+from metrics.re_ranking_matrices import re_ranking_sparse
 
 
 def clustered(num_query, num_gallery, dim, num_ids, seed, offset=0.0, spread=0.5):
@@ -162,3 +164,68 @@ def test_bad_arguments_raise_value_error():
         re_ranking(np.ones((4, 6)), np.ones((4, 4)), np.ones((5, 5)))
     with pytest.raises(ValueError, match="distance 0 from every image"):
         re_ranking_features_dense(np.ones((2, 3)), np.ones((3, 3)))
+
+
+MATRIX_PROBLEMS = [  # num_query, num_gallery, dim, k1, k2, lambda, dtype, ties, metric
+    (30, 80, 16, 20, 6, 0.3, np.float32, False, "cosine"),
+    (50, 200, 8, 5, 1, 0.0, np.float32, False, "euclidean"),
+    (40, 120, 4, 7, 3, 1.0, np.float64, False, "euclidean"),
+    (5, 7, 4, 20, 6, 0.3, np.float32, False, "cosine"),     # k1 + 1 > number of images
+    (1, 1, 3, 1, 1, 0.3, np.float32, False, "euclidean"),   # one query, one gallery image
+    (20, 60, 5, 1, 1, 0.3, np.float32, False, "euclidean"),  # smallest k1, k2
+    (20, 60, 5, 2, 8, 0.5, np.float32, False, "euclidean"),  # k2 > k1 + 1
+    (35, 110, 6, 9, 4, 0.3, np.float32, True, "euclidean"),  # many exactly equal distances
+    (25, 90, 3, 20, 6, 0.3, np.float64, True, "euclidean"),
+    (30, 100, 4, 6, 2, 0.3, np.float32, True, "cosine"),
+]
+
+
+def matrices(problem, seed):
+    num_query, num_gallery, dim, k1, k2, lam, dtype, ties, metric = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((num_query + num_gallery, dim)).astype(np.float32)
+    if ties:  # integer coordinates: many equal distances, also across the cuts
+        x = np.round(x * 1.5)
+        x[np.all(x == 0, axis=1)] = 1.0
+    qf, gf = x[:num_query], x[num_query:]
+    return [exact_distance_matrix(a, b, metric).astype(dtype)
+            for a, b in ((qf, gf), (qf, qf), (gf, gf))]
+
+
+@pytest.mark.parametrize("group,block", [(32, 256), (1, 7), (2, 16)])
+@pytest.mark.parametrize("problem", MATRIX_PROBLEMS)
+def test_sparse_matches_reference(monkeypatch, problem, group, block):
+    """Same distance matrices in, same (Q, G) float32 out; small ``group`` exercises the
+    prefiltered neighbour selection, small ``block`` blocks that straddle queries/gallery."""
+    monkeypatch.setattr(sparse_matrices, "_GROUP", group)
+    monkeypatch.setattr(sparse_matrices, "_MATRIX_ROWS", block)
+    num_query, num_gallery, dim, k1, k2, lam, dtype, ties, metric = problem
+    mats = matrices(problem, seed=num_query + dim)
+    expected = re_ranking(*mats, k1=k1, k2=k2, lambda_value=lam)
+    got = re_ranking_sparse(*mats, k1=k1, k2=k2, lambda_value=lam)
+    assert got.dtype == np.float32 and got.shape == (num_query, num_gallery)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_sparse_matches_reference_on_asymmetric_float32_matrices():
+    """Arbitrary (non-symmetric, float32-rounded) matrices: the reference's transposition."""
+    rng = np.random.default_rng(7)
+    q_g = rng.random((40, 150), dtype=np.float32)
+    q_q, g_g = rng.random((40, 40), dtype=np.float32), rng.random((150, 150), dtype=np.float32)
+    for k1, k2 in ((20, 6), (3, 1), (6, 10)):
+        np.testing.assert_allclose(re_ranking_sparse(q_g, q_q, g_g, k1, k2, 0.3),
+                                   re_ranking(q_g, q_q, g_g, k1, k2, 0.3), rtol=0, atol=1e-5)
+
+
+def test_sparse_bad_arguments_raise_value_error():
+    mats = matrices(MATRIX_PROBLEMS[0], seed=0)
+    with pytest.raises(ValueError, match="k2"):
+        re_ranking_sparse(*mats, k2=0)
+    with pytest.raises(ValueError, match="g_g_dist"):
+        re_ranking_sparse(np.ones((4, 6)), np.ones((4, 4)), np.ones((5, 5)))
+    bad = mats[2].copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        re_ranking_sparse(mats[0], mats[1], bad)
+    with pytest.raises(ValueError, match="distance 0 from every image"):
+        re_ranking_sparse(np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((3, 3)))

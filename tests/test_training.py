@@ -49,3 +49,22 @@ def test_loss_weights_scale_only_the_triplet_outputs():
     weights = loss_weights(models, SimpleNamespace(triplet_loss_weight=0.25))
     assert weights == {"global_embedding": 0.25, "region_1_embedding": 0.25,
                        "global_softmax": 1.0, "region_1_softmax": 1.0}
+
+
+def test_time_budget_wiring_updates_schedule_and_evaluators():
+    from training.run import learning_rate_callback, time_budget
+    options = SimpleNamespace(
+        deadline=1000.0, epoch_num=500, steps_per_epoch=10, identity_num_per_batch=4,
+        image_num_per_identity=2, use_horizontal_flipping_in_evaluation=True,
+        use_horizontal_flipping_inside_model=True, augmentation_num=1, use_re_ranking=False,
+        learning_rate_mode="warmup_cosine", learning_rate_start=0.0, learning_rate_end=0.0,
+        learning_rate_base=1e-3, learning_rate_warmup_epochs=2, learning_rate_steady_epochs=1,
+        learning_rate_drop_factor=10, learning_rate_lower_bound=1e-5)
+    evaluator = SimpleNamespace(query_df=[0] * 30, gallery_df=[0] * 70, epoch_num=500)
+    budget = time_budget(options, [evaluator])
+    # flip in evaluation doubles the passes, flip inside the model doubles a training image
+    assert budget.evaluation_images == 100 and budget.images_per_epoch == 80
+    budget.listeners[0](12)
+    assert options.epoch_num == 12 and evaluator.epoch_num == 12
+    # the schedule now ends its cosine at the planned last epoch
+    assert learning_rate_callback(options).schedule(11) == 1e-5

@@ -5,8 +5,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from utils.learning_rate import LEARNING_RATE_MODES
+
 POOLING_MODES = ("Average", "Max", "GeM")
-LEARNING_RATE_MODES = ("constant", "linear", "cosine", "warmup", "default")
 IMAGE_AUGMENTOR_NAMES = ("FlipReIDImageAugmentor", "RandomErasingImageAugmentor",
                          "BaseImageAugmentor")
 
@@ -70,6 +71,10 @@ def validate_options(flag_values):
             "--backbone_model_name {}.".format(options.image_height, options.image_width,
                                                min_height, min_width,
                                                options.backbone_model_name))
+    if options.backbone_last_stride not in (1, 2):
+        raise OptionError("--backbone_last_stride must be 1 (re-ID default) or 2 (the "
+                          "backbone's own), got {}.".format(options.backbone_last_stride))
+    _positive(options, "time_budget_minutes", allow_zero=True)
     if options.region_num > 0:
         _check_region_num(options)
 
@@ -107,13 +112,14 @@ def validate_options(flag_values):
 
 
 def _check_region_num(options):
-    # With last stride 1 the backbones reduce the height 16 times.
-    if options.image_height // 16 < options.region_num:
+    # The backbones reduce the height 16 times with last stride 1, 32 times with 2.
+    reduction = 16 * options.backbone_last_stride
+    if options.image_height // reduction < options.region_num:
         raise OptionError(
             "--region_num {} needs at least {} feature-map rows, but --image_height {} gives "
             "only about {}. Lower --region_num or raise --image_height.".format(
                 options.region_num, options.region_num, options.image_height,
-                options.image_height // 16))
+                options.image_height // reduction))
 
 
 def seed_everything(seed):

@@ -59,7 +59,8 @@ def checkpoint_metadata(options, num_classes):
     return dict(backbone_model_name=options.backbone_model_name, num_classes=int(num_classes),
                 image_height=options.image_height, image_width=options.image_width,
                 region_num=options.region_num, pooling_mode=options.pooling_mode,
-                use_adaptive_l1_l2_regularizer=options.use_adaptive_l1_l2_regularizer)
+                use_adaptive_l1_l2_regularizer=options.use_adaptive_l1_l2_regularizer,
+                backbone_last_stride=options.backbone_last_stride)
 
 
 def build_models(options, data):
@@ -73,7 +74,7 @@ def build_models(options, data):
         weights = None  # every weight comes from the checkpoint
     input_shape = (options.image_height, options.image_width, 3)
     backbone = get_backbone(options.backbone_model_name, input_shape=input_shape,
-                            weights=weights)
+                            weights=weights, last_stride=options.backbone_last_stride)
     regularization = RegularizationConfig(
         kernel=options.kernel_regularization_factor, bias=options.bias_regularization_factor,
         gamma=options.gamma_regularization_factor, beta=options.beta_regularization_factor,
@@ -154,6 +155,27 @@ def learning_rate_callback(options):
     return keras.callbacks.LearningRateScheduler(schedule, verbose=1)
 
 
+def time_budget(options, evaluators):
+    """A `TimeBudget` that re-plans options.epoch_num (hence the learning-rate schedule) and
+    the evaluators' last epoch."""
+    from callbacks.time_budget import TimeBudget
+
+    def set_epoch_num(epoch_num):
+        options.epoch_num = epoch_num
+        for evaluator in evaluators:
+            evaluator.epoch_num = epoch_num
+
+    passes = (2 if options.use_horizontal_flipping_in_evaluation else 1) * \
+        options.augmentation_num / (2 if options.use_horizontal_flipping_inside_model else 1)
+    evaluation_images = passes * sum(len(evaluator.query_df) + len(evaluator.gallery_df)
+                                     for evaluator in evaluators)
+    if options.use_re_ranking:
+        evaluation_images *= 1.5  # sparse re-ranking costs about half the extraction
+    batch_size = options.identity_num_per_batch * options.image_num_per_identity
+    return TimeBudget(options.deadline, options.epoch_num, options.steps_per_epoch * batch_size,
+                      evaluation_images, listeners=[set_epoch_num])
+
+
 # ------------------------------------------------------------------------------- training
 def prepare_output_folder(options, resume_state):
     if resume_state.exists and not options.resume:
@@ -220,6 +242,8 @@ def train(options, data, models):
         if backbone_trainable:
             callbacks += [InspectGeMPoolingParameters(models.gem_layers),
                           InspectRegularizationFactors(models.regularization_terms, stage_folder)]
+        if backbone_trainable and options.deadline:
+            callbacks.append(time_budget(options, evaluators))
         callbacks += evaluators
         if backbone_trainable:
             selection = ModelSelectionCheckpoint(checkpoint_path, metadata,

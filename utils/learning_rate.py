@@ -1,7 +1,7 @@
 """Epoch-wise learning-rate schedule of FlipReID / AdaptiveL2 (spec §6.2); TF-free."""
 import math
 
-LEARNING_RATE_MODES = ("constant", "linear", "cosine", "warmup", "default")
+LEARNING_RATE_MODES = ("constant", "linear", "cosine", "warmup", "default", "warmup_cosine")
 
 
 def learning_rate_schedule(epoch_index, mode="default", start=2e-4, end=2e-4, base=2e-4,
@@ -13,7 +13,9 @@ def learning_rate_schedule(epoch_index, mode="default", start=2e-4, end=2e-4, ba
     cosine: half cosine from start to end (needs start > end); warmup: linear from start, capped
     at end after ``warmup_epochs``; default: linear warmup lower_bound -> base over
     ``warmup_epochs``, then ``base / drop_factor ** int((e - warmup) / steady_epochs)``, where
-    ``drop_factor == 0`` means ``exp(steady / (epoch_num - 2*warmup) * ln(base / lower_bound))``.
+    ``drop_factor == 0`` means ``exp(steady / (epoch_num - 2*warmup) * ln(base / lower_bound))``;
+    warmup_cosine (not in the originals): linear warmup lower_bound -> base over
+    ``warmup_epochs``, then a half cosine from base to lower_bound at epoch ``epoch_num - 1``.
     """
     if mode == "constant":
         if start != end:
@@ -50,6 +52,13 @@ def learning_rate_schedule(epoch_index, mode="default", start=2e-4, end=2e-4, ba
                 drop_factor = math.exp(steady_epochs / (epoch_num - 2 * warmup_epochs)
                                        * math.log(base / lower_bound))
             learning_rate = base / drop_factor ** int((epoch_index - warmup_epochs) / steady_epochs)
+    elif mode == "warmup_cosine":
+        if epoch_index < warmup_epochs:
+            learning_rate = lower_bound + (base - lower_bound) * epoch_index / warmup_epochs
+        else:
+            span = max(epoch_num - 1 - warmup_epochs, 1)
+            progress = min((epoch_index - warmup_epochs) / span, 1.0)
+            learning_rate = lower_bound + (base - lower_bound) / 2 * (1 + math.cos(math.pi * progress))
     else:
         raise ValueError(f"Unknown learning_rate_mode {mode!r}; use one of {LEARNING_RATE_MODES}.")
     return max(learning_rate, lower_bound)

@@ -1,0 +1,185 @@
+"""Market-1501 from scratch within a wall-clock budget (issue 4): wraps one solution.py run.
+
+    python benchmarks/market1501_budget.py --root_folder_path ../shared/datasets [--minutes 60]
+        [--config flipreid] [--evaluations flip_off,re_ranking] [-- <extra solution.py flags>]
+
+Runs solution.py with the named configuration and ``--time_budget_minutes`` (everything is
+inside the budget: imports, loading, training, the final evaluation on the full query/gallery).
+Ends by printing one JSON line: mAP, rank-1, rank-5, mINP, minutes, train images/s, backbone,
+image size and every flag that differs from solution.py's defaults. ``--evaluations`` then
+re-evaluates the saved model outside the budget (flip in evaluation off, re-ranking), one JSON
+line each. ``--cpus 0`` pins the run to those cores (ablations ran two at a time, one core each).
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPOSITORY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Shared by every configuration: MobileNetV3Small from scratch at Market's native 128x64,
+# PK 16x4, warm-up + cosine fitted to the budget, evaluation only at the (fitted) last epoch.
+COMMON_FLAGS = {
+    "dataset_name": "Market1501", "backbone_model_name": "MobileNetV3Small",
+    "backbone_weights": "none", "image_height": 128, "image_width": 64,
+    "backbone_last_stride": 2, "freeze_backbone_for_N_epochs": 0, "epoch_num": 1000,
+    "steps_per_epoch": 200, "evaluate_testing_every_N_epochs": 1000,
+    "learning_rate_mode": "warmup_cosine", "learning_rate_base": 1e-3,
+    "learning_rate_lower_bound": 2e-5, "learning_rate_warmup_epochs": 3,
+    "label_smoothing": 0.1, "triplet_loss_weight": 0.1, "pooling_mode": "Average",
+    "batch_normalization_momentum": 0.9, "use_horizontal_flipping_in_evaluation": True,
+    "workers": 2, "seed": 0,
+}
+CONFIGS = {
+    # FlipReID: flip inside the model, flipping loss, adaptive L2.
+    "flipreid": {"use_horizontal_flipping_inside_model": True},
+    "flipreid_no_flipping_loss": {"use_horizontal_flipping_inside_model": True,
+                                  "flipping_loss_weight": 0.0},
+    "flipreid_fixed_l2": {"use_horizontal_flipping_inside_model": True,
+                          "use_adaptive_l1_l2_regularizer": False},
+    # No flip inside: half the work per image, so twice the epochs in the same budget.
+    "no_flip_inside": {"use_horizontal_flipping_inside_model": False},
+    "no_flip_inside_fixed_l2": {"use_horizontal_flipping_inside_model": False,
+                                "use_adaptive_l1_l2_regularizer": False},
+}
+EVALUATIONS = {"flip_off": {"use_horizontal_flipping_in_evaluation": False},
+               "re_ranking": {"use_re_ranking": True}}
+
+
+def command_line(flag_values):
+    arguments = []
+    for name, value in flag_values.items():
+        if isinstance(value, bool):
+            arguments.append("--{}{}".format("" if value else "no", name))
+        else:
+            arguments += ["--" + name, str(value)]
+    return arguments
+
+
+def solution_defaults():
+    """solution.py's flag defaults (to list only the flags a configuration changes)."""
+    code = ("import json, solution; "
+            "print(json.dumps({n: solution.FLAGS[n].default for n in solution.FLAGS}))")
+    output = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY_PATH, check=True,
+                            capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def run_solution(flag_values, extra, cpus, log_path):
+    command = [sys.executable, os.path.join(REPOSITORY_PATH, "solution.py")]
+    command += command_line(flag_values) + list(extra)
+    environment = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    if cpus:
+        command = ["taskset", "-c", cpus] + command
+        threads = str(len(cpus.split(",")))
+        environment.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads,
+                           OMP_NUM_THREADS=threads)
+    print("Running:", " ".join(command), flush=True)
+    start = time.time()
+    with open(log_path, "w") as log:
+        process = subprocess.run(command, cwd=REPOSITORY_PATH, stdout=log,
+                                 stderr=subprocess.STDOUT, env=environment)
+    minutes = (time.time() - start) / 60
+    if process.returncode:
+        sys.exit("solution.py failed (exit {}); see {}".format(process.returncode, log_path))
+    return minutes
+
+
+def train_images_per_second(run_folder):
+    """Mean train-step images/s over the epochs after the first (which traces the graph)."""
+    path = os.path.join(run_folder, "training_B", "history.csv")
+    with open(path) as file:
+        rows = list(csv.DictReader(file))
+    values = [float(row["train_images_per_second"]) for row in rows
+              if row.get("train_images_per_second")]
+    values = values[1:] or values
+    return sum(values) / len(values), len(rows)
+
+
+def result_line(run_folder, flag_values, defaults, minutes, extra):
+    with open(os.path.join(run_folder, "test_metrics.json")) as file:
+        metrics = json.load(file)
+    images_per_second, epochs = train_images_per_second(run_folder)
+    changed = {name: value for name, value in flag_values.items()
+               if name not in ("root_folder_path", "output_folder_path")
+               and defaults.get(name) != value}
+    return {"mAP": round(100 * metrics["mAP"], 2), "rank-1": round(100 * metrics["rank-1"], 2),
+            "rank-5": round(100 * metrics["rank-5"], 2),
+            "mINP": round(100 * metrics["mINP"], 2), "minutes": round(minutes, 2),
+            "epochs": epochs, "train_images_per_second": round(images_per_second, 1),
+            "backbone": flag_values["backbone_model_name"],
+            "image_size": "{}x{}".format(flag_values["image_height"], flag_values["image_width"]),
+            "flip_in_evaluation": metrics["use_horizontal_flipping_in_evaluation"],
+            "re_ranking": metrics["use_re_ranking"],
+            "non_default_flags": changed, "extra_flags": list(extra)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root_folder_path", required=True,
+                        help="Folder holding Market-1501-v15.09.15.")
+    parser.add_argument("--minutes", type=float, default=60.0, help="Wall-clock budget.")
+    parser.add_argument("--config", default="flipreid", choices=sorted(CONFIGS))
+    parser.add_argument("--output_folder_path", default=None,
+                        help="Default: output/market1501_budget/<config>_<minutes>min.")
+    parser.add_argument("--evaluations", default="",
+                        help="Comma-separated re-evaluations of the saved model: "
+                             + ", ".join(EVALUATIONS))
+    parser.add_argument("--cpus", default="", help="taskset core list, e.g. 0 or 0,1.")
+    arguments, extra = parser.parse_known_args()
+    extra = [argument for argument in extra if argument != "--"]
+    if not os.path.isdir(os.path.join(arguments.root_folder_path, "Market-1501-v15.09.15")):
+        sys.exit("--root_folder_path {!r} does not hold Market-1501-v15.09.15.".format(
+            arguments.root_folder_path))
+    evaluations = [name for name in arguments.evaluations.split(",") if name]
+    unknown = sorted(set(evaluations) - set(EVALUATIONS))
+    if unknown:
+        sys.exit("Unknown --evaluations {}; choose from {}.".format(unknown, sorted(EVALUATIONS)))
+    output = arguments.output_folder_path or os.path.join(
+        REPOSITORY_PATH, "output", "market1501_budget",
+        "{}_{:g}min".format(arguments.config, arguments.minutes))
+    if os.path.exists(output):
+        sys.exit("{} exists; pass another --output_folder_path.".format(output))
+
+    defaults = solution_defaults()
+    flag_values = dict(COMMON_FLAGS, **CONFIGS[arguments.config])
+    flag_values.update(root_folder_path=os.path.abspath(arguments.root_folder_path),
+                       output_folder_path=output, time_budget_minutes=arguments.minutes)
+    os.makedirs(output)
+    minutes = run_solution(flag_values, extra, arguments.cpus, os.path.join(output, "train.log"))
+    run_folder = os.path.join(output, "Market1501_" + flag_values["backbone_model_name"])
+    line = dict(result_line(run_folder, flag_values, defaults, minutes, extra),
+                config=arguments.config)
+    lines = [line]
+    print(json.dumps(line), flush=True)
+
+    for name in evaluations:
+        evaluation_flags = dict(flag_values, **EVALUATIONS[name])
+        evaluation_flags.update(
+            evaluation_only=True, time_budget_minutes=0,
+            pretrained_model_file_path=os.path.join(run_folder, "training_model.h5"),
+            output_folder_path=os.path.join(output, "evaluation_" + name))
+        evaluation_minutes = run_solution(evaluation_flags, extra, arguments.cpus,
+                                          os.path.join(output, "evaluation_{}.log".format(name)))
+        with open(os.path.join(evaluation_flags["output_folder_path"],
+                               "Market1501_" + flag_values["backbone_model_name"],
+                               "test_metrics.json")) as file:
+            metrics = json.load(file)
+        evaluation_line = dict(
+            config=arguments.config, evaluation=name,
+            mAP=round(100 * metrics["mAP"], 2), **{"rank-1": round(100 * metrics["rank-1"], 2)},
+            mINP=round(100 * metrics["mINP"], 2),
+            evaluation_minutes=round(evaluation_minutes, 2))
+        lines.append(evaluation_line)
+        print(json.dumps(evaluation_line), flush=True)
+    with open(os.path.join(output, "results.jsonl"), "w") as file:
+        file.writelines(json.dumps(item) + "\n" for item in lines)
+    # The budget run's line comes last: it is the one to compare against the table.
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
