@@ -1,5 +1,7 @@
 """Input pipeline: image reading, training/inference datasets and flip-averaged feature extraction."""
+import gc
 import itertools
+import weakref
 
 import cv2
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from utils.tf_env import tf, keras  # noqa: F401  (TF must come from utils.tf_env)
 from datasets.augmentation import FlipReIDAugmentor
+from datasets import pipeline
 from datasets.pipeline import (extract_features, make_inference_dataset, make_training_dataset,
                                read_image)
 from datasets.sampler import PKSampler
@@ -171,6 +174,31 @@ def test_extract_features_with_flip_averaging(image_files, capsys, two_outputs):
     assert "Speed of feature extraction:" in capsys.readouterr().out
     features, speed = extract_features(model, paths, H, W, progress=False, return_speed=True)
     assert speed > 0 and features.shape == (7, 5)
+
+
+def test_extract_features_traces_once_per_model_and_does_not_keep_it(image_files):
+    """Periodic evaluation reuses the traced function; the cache must not keep models alive."""
+    model = tiny_model(False)
+    first = extract_features(model, image_files[:4], H, W, batch_size=2, progress=False)
+    second = extract_features(model, image_files[:4], H, W, batch_size=2, progress=False)
+    np.testing.assert_array_equal(first, second)
+    predict = pipeline._predict_function(model, H, W, False)
+    assert predict.experimental_get_tracing_count() == 1
+    assert pipeline._predict_function(model, H, W, True) is not predict
+    reference = weakref.ref(model)
+    del model, predict
+    gc.collect()
+    assert reference() is None
+
+
+def test_extract_features_keeps_file_order_with_many_workers(image_files):
+    model = tiny_model(False)
+    images = np.stack([index_image(i) for i in range(9)]).astype(np.float32)
+    features = extract_features(model, image_files[:9], H, W, batch_size=2, workers=4,
+                                progress=False)
+    np.testing.assert_allclose(features, model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        extract_features(model, image_files[:2], H, W, workers=0, progress=False)
 
 
 def test_extract_features_averages_augmented_passes(image_files):
