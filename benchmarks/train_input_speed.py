@@ -1,0 +1,93 @@
+"""Does the input pipeline limit training? Loader and train-step images/s, side by side.
+
+    python benchmarks/train_input_speed.py --root_folder_path ../shared/datasets [--steps 150]
+        [-- extra solution.py flags]
+
+Builds the model and training pipeline of the Market-1501 budget benchmark
+(`market1501_budget.py`, configuration ``no_flip_inside``; extra solution.py flags after ``--``)
+and measures, in one process: the loader alone (iterating the training dataset), ``fit`` on the
+live pipeline, and ``fit`` on batches taken from it and held in memory, in alternating rounds.
+When the two ``fit`` numbers agree, the input pipeline is not what limits training. Prints one
+markdown table.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from utils.tf_env import keras, tf  # noqa: E402
+
+MEMORY_BATCHES = 40
+
+
+def images_per_second(run, images):
+    start = time.perf_counter()
+    run()
+    return images / (time.perf_counter() - start)
+
+
+def main():
+    import solution
+    from applications.reid_model import compile_training_model
+    from datasets.pipeline import make_training_dataset
+    from market1501_budget import COMMON_FLAGS, CONFIGS, command_line
+    from training import run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root_folder_path", required=True)
+    parser.add_argument("--steps", type=int, default=100, help="Timed steps per measurement.")
+    parser.add_argument("--rounds", type=int, default=4, help="Measurements of each input.")
+    arguments, extra = parser.parse_known_args()
+    flag_values = dict(COMMON_FLAGS, **CONFIGS["no_flip_inside"],
+                       root_folder_path=arguments.root_folder_path)
+    solution.FLAGS(["solution.py"] + command_line(flag_values) +
+                   [argument for argument in extra if argument != "--"])
+    options = run.validate_options(solution.FLAGS.flag_values_dict())
+    run.seed_everything(options.seed)
+    data = run.load_data(options)
+    models = run.build_models(options, data)
+    compile_training_model(models, keras.optimizers.Adam(options.learning_rate_base),
+                           label_smoothing=options.label_smoothing,
+                           loss_weights=run.loss_weights(models, options))
+    augmentor = run.make_augmentor(options) if options.use_data_augmentation_in_training else None
+    live = make_training_dataset(
+        data.train_df["image_file_path"].tolist(), data.labels, data.sampler,
+        options.image_height, options.image_width, augmentor=augmentor, workers=options.workers,
+        cache_images=options.cache_images, seed=options.seed)
+    batch_size = options.identity_num_per_batch * options.image_num_per_identity
+    held = list(live.take(MEMORY_BATCHES))
+    memory = tf.data.Dataset.from_tensor_slices((tf.stack([images for images, _ in held]),
+                                                 tf.stack([labels for _, labels in held])))
+    memory = memory.repeat()
+    model, steps = models.training_model, arguments.steps
+    iterator = iter(live)
+    loader = images_per_second(lambda: [next(iterator) for _ in range(steps)], steps * batch_size)
+    speeds = {"live": [], "memory": []}
+    # Alternating rounds: on this machine a step's speed jumps between two levels from one
+    # minute to the next, on either input, so one round of each could mislead.
+    for name, dataset in [("live", live), ("memory", memory)] * arguments.rounds:
+        model.fit(dataset, steps_per_epoch=10, epochs=1, verbose=0)  # warm-up, tracing
+        speeds[name].append(images_per_second(
+            lambda: model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0),
+            steps * batch_size))
+
+    def summary(values):
+        return "{:.0f} ({:.0f} to {:.0f})".format(np.median(values), min(values), max(values))
+
+    print("| backbone | input | batch | loader images/s | fit on the live pipeline images/s, "
+          "median (range) | fit on {} batches in memory |".format(MEMORY_BATCHES))
+    print("|---|---|---|---|---|---|")
+    print("| {} | {}x{} | {} | {:.0f} | {} | {} |".format(
+        options.backbone_model_name, options.image_height, options.image_width, batch_size,
+        loader, summary(speeds["live"]), summary(speeds["memory"])))
+
+
+if __name__ == "__main__":
+    main()
