@@ -5,9 +5,9 @@
 
 Builds the inference model of solution.py (random weights, FlipReID head with two stripes,
 last stride 1) and runs `datasets.pipeline.extract_features` (JPEG decoding in worker
-threads, batches of 64 prefetched) over the first ``--images`` gallery images of Market-1501 (or random
-JPEGs written to a temporary folder when the dataset is absent), with and without the flip in
-evaluation. ``model only`` times the compiled model on an in-memory batch: when the two are
+threads, batches of 64 prefetched) over the first ``--images`` gallery images of Market-1501
+(or random JPEGs written to a temporary folder when the dataset is absent), with and without
+the flip in evaluation. ``model only`` times the compiled model on an in-memory batch: when the two are
 close, the input pipeline is not what limits extraction. One markdown row per case.
 """
 import argparse

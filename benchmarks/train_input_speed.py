@@ -1,7 +1,7 @@
 """Does the input pipeline limit training? Loader and train-step images/s, side by side.
 
-    python benchmarks/train_input_speed.py --root_folder_path ../shared/datasets [--steps 150]
-        [-- extra solution.py flags]
+    python benchmarks/train_input_speed.py --root_folder_path ../shared/datasets [--steps 100]
+        [--rounds 4] [-- extra solution.py flags]
 
 Builds the model and training pipeline of the Market-1501 budget benchmark
 (`market1501_budget.py`, configuration ``no_flip_inside``; extra solution.py flags after ``--``)
