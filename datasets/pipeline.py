@@ -111,6 +111,11 @@ def _check_workers(workers):
     return int(workers)
 
 
+def _inference_workers(workers, augmentor):
+    """Checked worker count; one with an augmentor (not thread-safe)."""
+    return 1 if augmentor is not None else _check_workers(workers)
+
+
 def make_training_dataset(image_paths, labels, sampler, image_height, image_width, augmentor=None,
                           workers=4, cache_images=True, cache_max_bytes=DEFAULT_CACHE_MAX_BYTES,
                           prefetch_batches=None, seed=None, num_batches=None):
@@ -232,7 +237,7 @@ def make_inference_dataset(image_paths, image_height, image_width, batch_size=64
     from utils.tf_env import tf
 
     _check_inference_args(image_paths, batch_size)
-    workers = 1 if augmentor is not None else _check_workers(workers)
+    workers = _inference_workers(workers, augmentor)
     image_paths = list(image_paths)
     dataset = tf.data.Dataset.from_generator(
         lambda: iter(_inference_batches(image_paths, image_height, image_width, int(batch_size),
@@ -299,7 +304,7 @@ def extract_features(inference_model, image_paths, image_height, image_width, ba
     from tqdm import tqdm
 
     _check_inference_args(image_paths, batch_size)
-    workers = 1 if augmentor is not None else _check_workers(workers)  # augmentors: not thread-safe
+    workers = _inference_workers(workers, augmentor)
     if augmentor is None and augmentation_num != 1:
         raise ValueError("augmentation_num > 1 needs an augmentor (passes would be identical).")
     image_paths = list(image_paths)
