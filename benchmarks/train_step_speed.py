@@ -1,0 +1,118 @@
+"""What a train step costs: the budget benchmark's model and its variants on in-memory batches.
+
+    python benchmarks/train_step_speed.py [--steps 60] [--rounds 3] [--xla]
+
+Builds, in one process, the Market-1501 budget benchmark's training model
+(`market1501_budget.py`, configuration ``no_flip_inside``, 751 classes) and variants of it
+(global branch only, fixed or no L2), plus a bare Keras MobileNetV3Small + average pooling + BN
++ classifier trained with cross-entropy alone (what a minimal script would train). Each gets
+the same random uint8-range batch of 16x4 images held in memory, so the input pipeline plays no
+part; the models run in alternating rounds because this machine's step speed jumps between
+levels from one minute to the next. ``--xla`` adds the default model compiled with
+``jit_compile=True``. Prints one markdown table (images/s, median and range over the rounds).
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from utils.tf_env import keras, tf  # noqa: E402
+
+NUM_CLASSES = 751  # Market-1501's training identities
+NO_L2 = {name + "_regularization_factor": 0.0 for name in ("kernel", "bias", "gamma", "beta")}
+VARIANTS = [
+    ("re-ID model, two stripes, adaptive L2 (the budget benchmark's)", {}),
+    ("re-ID model, two stripes, fixed L2", {"use_adaptive_l1_l2_regularizer": False}),
+    ("re-ID model, global branch only (`--region_num 0`), adaptive L2", {"region_num": 0}),
+    ("re-ID model, global branch only, no L2",
+     dict(NO_L2, region_num=0, use_adaptive_l1_l2_regularizer=False)),
+]
+
+
+def reid_model(options, jit_compile=False):
+    from types import SimpleNamespace
+
+    from applications.reid_model import compile_training_model
+    from training import run
+
+    models = run.build_models(options, SimpleNamespace(num_classes=NUM_CLASSES))
+    compile_training_model(models, keras.optimizers.Adam(options.learning_rate_base),
+                           label_smoothing=options.label_smoothing,
+                           loss_weights=run.loss_weights(models, options),
+                           jit_compile=jit_compile)
+    return models.training_model
+
+
+def bare_keras_model(options):
+    backbone = keras.applications.MobileNetV3Small(
+        input_shape=(options.image_height, options.image_width, 3), include_top=False,
+        weights=None)
+    tensor = keras.layers.GlobalAveragePooling2D()(backbone.output)
+    tensor = keras.layers.BatchNormalization()(tensor)
+    probabilities = keras.layers.Dense(NUM_CLASSES, activation="softmax",
+                                       use_bias=False)(tensor)
+    model = keras.Model(backbone.input, probabilities)
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate_base),
+                  loss="sparse_categorical_crossentropy")
+    return model
+
+
+def main():
+    import solution
+    from market1501_budget import COMMON_FLAGS, CONFIGS, command_line
+    from training import run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="Timed steps per round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds of each model.")
+    parser.add_argument("--xla", action="store_true",
+                        help="Add the default model with jit_compile=True (slow to compile).")
+    arguments = parser.parse_args()
+    # No data is read; any existing folder passes the option check.
+    flag_values = dict(COMMON_FLAGS, **CONFIGS["no_flip_inside"], root_folder_path=REPO_ROOT)
+    solution.FLAGS(["solution.py"] + command_line(flag_values))
+    base = solution.FLAGS.flag_values_dict()
+    run.seed_everything(0)
+
+    models = {}
+    for name, overrides in VARIANTS:
+        models[name] = reid_model(run.validate_options(dict(base, **overrides)))
+    options = run.validate_options(base)
+    if arguments.xla:
+        models["re-ID model, two stripes, adaptive L2, `jit_compile=True` (XLA)"] = reid_model(
+            options, jit_compile=True)
+    models["bare Keras MobileNetV3Small + pooling + BN + classifier, cross-entropy only"] = \
+        bare_keras_model(options)
+
+    batch_size = options.identity_num_per_batch * options.image_num_per_identity
+    random = np.random.default_rng(0)
+    images = random.integers(0, 256, (batch_size, options.image_height, options.image_width, 3))
+    labels = np.repeat(np.arange(options.identity_num_per_batch), options.image_num_per_identity)
+    dataset = tf.data.Dataset.from_tensors((images.astype("float32"), labels)).repeat()
+    for model in models.values():
+        model.fit(dataset, steps_per_epoch=5, epochs=1, verbose=0)  # tracing
+    speeds = {name: [] for name in models}
+    for _ in range(arguments.rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.fit(dataset, steps_per_epoch=arguments.steps, epochs=1, verbose=0)
+            speeds[name].append(arguments.steps * batch_size / (time.perf_counter() - start))
+
+    print("| model ({} {}x{}, batch {}, {} cores) | train images/s, median (range) |".format(
+        options.backbone_model_name, options.image_height, options.image_width, batch_size,
+        os.cpu_count()))
+    print("|---|---|")
+    for name, values in speeds.items():
+        print("| {} | {:.0f} ({:.0f} to {:.0f}) |".format(name, np.median(values), min(values),
+                                                        max(values)))
+
+
+if __name__ == "__main__":
+    main()
