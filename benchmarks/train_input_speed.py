@@ -33,9 +33,26 @@ def images_per_second(run, images):
     return images / (time.perf_counter() - start)
 
 
+def median_and_range(values):
+    return "{:.0f} ({:.0f} to {:.0f})".format(np.median(values), min(values), max(values))
+
+
+def compiled_training_model(options, num_classes, **compile_kwargs):
+    """The budget benchmark's training model for ``options``, compiled as solution.py does."""
+    from types import SimpleNamespace
+
+    from applications.reid_model import compile_training_model
+    from training import run
+
+    models = run.build_models(options, SimpleNamespace(num_classes=num_classes))
+    compile_training_model(models, keras.optimizers.Adam(options.learning_rate_base),
+                           label_smoothing=options.label_smoothing,
+                           loss_weights=run.loss_weights(models, options), **compile_kwargs)
+    return models.training_model
+
+
 def main():
     import solution
-    from applications.reid_model import compile_training_model
     from datasets.pipeline import make_training_dataset
     from market1501_budget import COMMON_FLAGS, CONFIGS, command_line
     from training import run
@@ -52,10 +69,7 @@ def main():
     options = run.validate_options(solution.FLAGS.flag_values_dict())
     run.seed_everything(options.seed)
     data = run.load_data(options)
-    models = run.build_models(options, data)
-    compile_training_model(models, keras.optimizers.Adam(options.learning_rate_base),
-                           label_smoothing=options.label_smoothing,
-                           loss_weights=run.loss_weights(models, options))
+    model = compiled_training_model(options, data.num_classes)
     augmentor = run.make_augmentor(options) if options.use_data_augmentation_in_training else None
     live = make_training_dataset(
         data.train_df["image_file_path"].tolist(), data.labels, data.sampler,
@@ -66,7 +80,7 @@ def main():
     memory = tf.data.Dataset.from_tensor_slices((tf.stack([images for images, _ in held]),
                                                  tf.stack([labels for _, labels in held])))
     memory = memory.repeat()
-    model, steps = models.training_model, arguments.steps
+    steps = arguments.steps
     iterator = iter(live)
     loader = images_per_second(lambda: [next(iterator) for _ in range(steps)], steps * batch_size)
     speeds = {"live": [], "memory": []}
@@ -78,15 +92,12 @@ def main():
             lambda: model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0),
             steps * batch_size))
 
-    def summary(values):
-        return "{:.0f} ({:.0f} to {:.0f})".format(np.median(values), min(values), max(values))
-
     print("| backbone | input | batch | loader images/s | fit on the live pipeline images/s, "
           "median (range) | fit on {} batches in memory |".format(MEMORY_BATCHES))
     print("|---|---|---|---|---|---|")
     print("| {} | {}x{} | {} | {:.0f} | {} | {} |".format(
         options.backbone_model_name, options.image_height, options.image_width, batch_size,
-        loader, summary(speeds["live"]), summary(speeds["memory"])))
+        loader, median_and_range(speeds["live"]), median_and_range(speeds["memory"])))
 
 
 if __name__ == "__main__":

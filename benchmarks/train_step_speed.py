@@ -14,7 +14,6 @@ levels from one minute to the next. ``--xla`` adds the default model compiled wi
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -36,20 +35,6 @@ VARIANTS = [
 ]
 
 
-def reid_model(options, jit_compile=False):
-    from types import SimpleNamespace
-
-    from applications.reid_model import compile_training_model
-    from training import run
-
-    models = run.build_models(options, SimpleNamespace(num_classes=NUM_CLASSES))
-    compile_training_model(models, keras.optimizers.Adam(options.learning_rate_base),
-                           label_smoothing=options.label_smoothing,
-                           loss_weights=run.loss_weights(models, options),
-                           jit_compile=jit_compile)
-    return models.training_model
-
-
 def bare_keras_model(options):
     backbone = keras.applications.MobileNetV3Small(
         input_shape=(options.image_height, options.image_width, 3), include_top=False,
@@ -67,6 +52,7 @@ def bare_keras_model(options):
 def main():
     import solution
     from market1501_budget import COMMON_FLAGS, CONFIGS, command_line
+    from train_input_speed import compiled_training_model, images_per_second, median_and_range
     from training import run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,17 +69,18 @@ def main():
 
     models = {}
     for name, overrides in VARIANTS:
-        models[name] = reid_model(run.validate_options(dict(base, **overrides)))
+        models[name] = compiled_training_model(
+            run.validate_options(dict(base, **overrides)), NUM_CLASSES)
     options = run.validate_options(base)
     if arguments.xla:
-        models["re-ID model, two stripes, adaptive L2, `jit_compile=True` (XLA)"] = reid_model(
-            options, jit_compile=True)
+        models["re-ID model, two stripes, adaptive L2, `jit_compile=True` (XLA)"] = \
+            compiled_training_model(options, NUM_CLASSES, jit_compile=True)
     models["bare Keras MobileNetV3Small + pooling + BN + classifier, cross-entropy only"] = \
         bare_keras_model(options)
 
     batch_size = options.identity_num_per_batch * options.image_num_per_identity
-    random = np.random.default_rng(0)
-    images = random.integers(0, 256, (batch_size, options.image_height, options.image_width, 3))
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (batch_size, options.image_height, options.image_width, 3))
     labels = np.repeat(np.arange(options.identity_num_per_batch), options.image_num_per_identity)
     dataset = tf.data.Dataset.from_tensors((images.astype("float32"), labels)).repeat()
     for model in models.values():
@@ -101,17 +88,16 @@ def main():
     speeds = {name: [] for name in models}
     for _ in range(arguments.rounds):
         for name, model in models.items():
-            start = time.perf_counter()
-            model.fit(dataset, steps_per_epoch=arguments.steps, epochs=1, verbose=0)
-            speeds[name].append(arguments.steps * batch_size / (time.perf_counter() - start))
+            speeds[name].append(images_per_second(
+                lambda: model.fit(dataset, steps_per_epoch=arguments.steps, epochs=1, verbose=0),
+                arguments.steps * batch_size))
 
     print("| model ({} {}x{}, batch {}, {} cores) | train images/s, median (range) |".format(
         options.backbone_model_name, options.image_height, options.image_width, batch_size,
         os.cpu_count()))
     print("|---|---|")
     for name, values in speeds.items():
-        print("| {} | {:.0f} ({:.0f} to {:.0f}) |".format(name, np.median(values), min(values),
-                                                        max(values)))
+        print("| {} | {} |".format(name, median_and_range(values)))
 
 
 if __name__ == "__main__":
