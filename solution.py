@@ -82,6 +82,18 @@ flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy
 flags.DEFINE_float("flipping_loss_weight", 1.0, "Weight of the flipping loss.")
 flags.DEFINE_float("triplet_loss_weight", 1.0,
                    "Weight of each branch's triplet loss (the cross-entropy keeps weight 1).")
+flags.DEFINE_string("classifier_head", "softmax",
+                    "Classifier after each BNNeck: softmax (the originals'), cosface or arcface "
+                    "(cosine classifier + additive cosine / angular margin).")
+flags.DEFINE_float("cosine_scale", 30.0, "Scale s of the cosface / arcface logits.")
+flags.DEFINE_float("cosine_margin", None,
+                   "Margin m of cosface / arcface (unset: 0.35 for cosface, 0.5 for arcface).")
+flags.DEFINE_string("evaluation_feature", "embedding",
+                    "Features ranked in evaluation: embedding (the pooled, clipped branch "
+                    "embeddings, as the originals) or bnneck (their BNNeck outputs).")
+flags.DEFINE_float("weight_decay", 0.0,
+                   "Decoupled weight decay of conv and dense kernels (AdamW, per step "
+                   "learning rate x this); 0 keeps the originals' Adam.")
 flags.DEFINE_integer("seed", None, "Seed of every random generator (unset: not seeded).")
 flags.DEFINE_bool("resume", False, "Continue the interrupted run in the output folder.")
 flags.DEFINE_bool("select_model_on_testing", False,

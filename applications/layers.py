@@ -189,7 +189,44 @@ class FlippingLoss(keras.layers.Layer):
         return config
 
 
+class CosineClassifier(keras.layers.Layer):
+    """Cosine of the angle between each feature and each class weight: (B, D) -> (B, C) in [-1, 1].
+
+    The head of the margin softmax losses (CosFace, ArcFace in `losses.classification`): features
+    and class weights are L2-normalised, so only directions are learnt. The weight is called
+    ``kernel`` (D, C) like a Dense kernel, so L2 / weight decay treat it the same way.
+    """
+
+    def __init__(self, units, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if int(units) < 1:
+            raise ValueError(f"CosineClassifier needs units >= 1, got {units}.")
+        self.units = int(units)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        shape = _validate_rank(input_shape, 2, self.name)
+        self.kernel = self.add_weight(name="kernel", shape=(int(shape[-1]), self.units),
+                                      initializer=self.kernel_initializer, trainable=True)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        features = tf.math.l2_normalize(inputs, axis=-1, epsilon=1e-12)
+        weights = tf.math.l2_normalize(self.kernel, axis=0, epsilon=1e-12)
+        return tf.matmul(features, weights)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:-1].concatenate([self.units])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+        return config
+
+
 CUSTOM_OBJECTS = {
+    "CosineClassifier": CosineClassifier,
     "GlobalGeMPooling2D": GlobalGeMPooling2D,
     "Clip": Clip,
     "HorizontalStripe": HorizontalStripe,

@@ -5,9 +5,11 @@ Models built by `build_reid_models` (all share weights):
 * ``feature_model``: raw RGB 0..255 image -> list of pooled, clipped embeddings, one per branch:
   ``global`` (C) and ``region_1..region_N`` (C // N each).
 * ``inference_model``: image -> ONE tensor, the concatenation of the branch embeddings (e.g.
-  2048 + 2 * 1024 = 4096-d for ResNet50). It never flips; flip-TTA belongs to feature extraction.
+  2048 + 2 * 1024 = 4096-d for ResNet50), or with ``evaluation_feature="bnneck"`` of their
+  BNNeck outputs. It never flips; flip-TTA belongs to feature extraction.
 * ``classification_model``: one input per branch -> BNNeck (BN, eps 2e-5) -> Dense (no bias,
-  N(0, 0.001)) -> softmax.
+  N(0, 0.001)) -> softmax; with a margin head (``classifier_head`` "cosface" / "arcface")
+  -> `CosineClassifier` -> cosines, which `MarginCrossEntropy` turns into the loss.
 * ``training_model``: image -> ``[<branch>_embedding ..., <branch>_softmax ...]`` (embeddings
   first, as FR). With ``use_horizontal_flipping_inside_model`` the flipped image goes through the
   same ``feature_model``; a `FlippingLoss` layer adds the flipping MSE (weight
@@ -21,14 +23,16 @@ import dataclasses
 from typing import List, Optional
 
 from utils.tf_env import tf, keras
-from applications.layers import (Clip, FlippingLoss, GlobalGeMPooling2D, HorizontalFlip,
-                                 HorizontalStripe)
+from applications.layers import (Clip, CosineClassifier, FlippingLoss, GlobalGeMPooling2D,
+                                 HorizontalFlip, HorizontalStripe)
 from applications.regularization import (RegularizationConfig, attach_regularizers,
                                          regularization_factors)
-from losses.classification import CategoricalCrossEntropy
+from losses.classification import MARGIN_KINDS, CategoricalCrossEntropy, MarginCrossEntropy
 from losses.triplet import BatchHardTripletLoss
 
 POOLING_MODES = ("GeM", "Average", "Max")
+CLASSIFIER_HEADS = ("softmax",) + MARGIN_KINDS
+EVALUATION_FEATURES = ("embedding", "bnneck")
 EMBEDDING_SUFFIX = "_embedding"
 SOFTMAX_SUFFIX = "_softmax"
 
@@ -48,6 +52,7 @@ class ReIDModels:
     gem_layers: List[GlobalGeMPooling2D]
     regularization_terms: list
     flipping_layer: Optional[FlippingLoss] = None
+    classifier_head: str = "softmax"
 
     @property
     def backbone_block_names(self):
@@ -85,7 +90,7 @@ def _pooling_module(tensor, pooling_mode, min_value, max_value, branch_name, gem
 
 
 def _validate_arguments(backbone, num_classes, region_num, pooling_mode, flipping_loss_weight,
-                        regularization):
+                        regularization, classifier_head, evaluation_feature):
     if not getattr(backbone, "blocks", None):
         raise ValueError("backbone must have a non-empty `blocks` list of Keras models.")
     if not callable(getattr(backbone, "make_last_block_copy", None)):
@@ -100,6 +105,12 @@ def _validate_arguments(backbone, num_classes, region_num, pooling_mode, flippin
         raise ValueError(f"pooling_mode must be one of {POOLING_MODES}, got {pooling_mode!r}.")
     if float(flipping_loss_weight) < 0:
         raise ValueError(f"flipping_loss_weight must be >= 0, got {flipping_loss_weight}.")
+    if classifier_head not in CLASSIFIER_HEADS:
+        raise ValueError(f"classifier_head must be one of {CLASSIFIER_HEADS}, got "
+                         f"{classifier_head!r}.")
+    if evaluation_feature not in EVALUATION_FEATURES:
+        raise ValueError(f"evaluation_feature must be one of {EVALUATION_FEATURES}, got "
+                         f"{evaluation_feature!r}.")
     if regularization is not None and not isinstance(regularization, RegularizationConfig):
         raise ValueError("regularization must be a RegularizationConfig or None.")
 
@@ -119,7 +130,7 @@ def _resolve_input_shape(backbone, input_shape):
 def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", min_value=0.0,
                       max_value=1.0, use_horizontal_flipping_inside_model=False,
                       flipping_loss_weight=1.0, regularization=None, input_shape=None,
-                      verbose=True):
+                      classifier_head="softmax", evaluation_feature="embedding", verbose=True):
     """Build the feature/inference/classification/training models (see module docstring).
 
     ``regularization``: a `RegularizationConfig` (attached to the feature and classification
@@ -127,7 +138,7 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
     ``input_shape`` defaults to the first block's input shape.
     """
     _validate_arguments(backbone, num_classes, region_num, pooling_mode, flipping_loss_weight,
-                        regularization)
+                        regularization, classifier_head, evaluation_feature)
     num_classes, region_num = int(num_classes), int(region_num)
     input_shape = _resolve_input_shape(backbone, input_shape)
     blocks = list(backbone.blocks)
@@ -164,25 +175,35 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
                                               branch_name, gem_layers))
     embedding_sizes = [int(embedding.shape[-1]) for embedding in embeddings]
     feature_model = keras.Model(image, embeddings, name="feature_model")
-    if len(embeddings) > 1:
-        concatenated = keras.layers.Concatenate(name="embedding")(embeddings)
-    else:
-        concatenated = keras.layers.Activation("linear", name="embedding")(embeddings[0])
-    inference_model = keras.Model(image, concatenated, name="inference_model")
 
-    classification_inputs, probabilities = [], []
+    classification_inputs, probabilities, bnnecks = [], [], []
     for branch_name, size in zip(branch_names, embedding_sizes):
         feature = keras.Input(shape=(size,), name=f"{branch_name}_feature")
         classification_inputs.append(feature)
-        tensor = keras.layers.BatchNormalization(epsilon=2e-5, name=f"{branch_name}_bnneck")(feature)
-        tensor = keras.layers.Dense(
-            num_classes, use_bias=False,
-            kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.001),
-            name=f"{branch_name}_classifier")(tensor)
-        probabilities.append(keras.layers.Activation(
-            "softmax", name=f"{branch_name}_classifier_softmax")(tensor))
+        bnnecks.append(keras.layers.BatchNormalization(epsilon=2e-5,
+                                                       name=f"{branch_name}_bnneck"))
+        tensor = bnnecks[-1](feature)
+        if classifier_head == "softmax":
+            tensor = keras.layers.Dense(
+                num_classes, use_bias=False,
+                kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.001),
+                name=f"{branch_name}_classifier")(tensor)
+            tensor = keras.layers.Activation(
+                "softmax", name=f"{branch_name}_classifier_softmax")(tensor)
+        else:
+            tensor = CosineClassifier(num_classes, name=f"{branch_name}_classifier")(tensor)
+        probabilities.append(tensor)
     classification_model = keras.Model(classification_inputs, probabilities,
                                        name="classification_model")
+
+    # The BNNeck layers are shared, so "bnneck" features use the trained moving statistics.
+    inference_features = (embeddings if evaluation_feature == "embedding" else
+                          [layer(embedding) for layer, embedding in zip(bnnecks, embeddings)])
+    if len(inference_features) > 1:
+        concatenated = keras.layers.Concatenate(name="embedding")(inference_features)
+    else:
+        concatenated = keras.layers.Activation("linear", name="embedding")(inference_features[0])
+    inference_model = keras.Model(image, concatenated, name="inference_model")
 
     terms = attach_regularizers([feature_model, classification_model], regularization,
                                 verbose=verbose) if regularization is not None else []
@@ -211,7 +232,7 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
         branch_names=branch_names, embedding_sizes=embedding_sizes,
         backbone_blocks=backbone_blocks, global_block=global_block,
         regional_block=regional_block, gem_layers=gem_layers, regularization_terms=terms,
-        flipping_layer=flipping_layer)
+        flipping_layer=flipping_layer, classifier_head=classifier_head)
 
 
 def set_backbone_trainable(models, trainable):
@@ -247,15 +268,20 @@ def load_training_weights(models, path):
             block.trainable = state
 
 
-def training_losses(training_model, label_smoothing=0.0, margin="soft"):
-    """``{output name: loss}``: batch-hard triplet on ``*_embedding``, CE on ``*_softmax``."""
+def training_losses(training_model, label_smoothing=0.0, margin="soft", classifier_head="softmax",
+                    cosine_scale=30.0, cosine_margin=None):
+    """``{output name: loss}``: batch-hard triplet on ``*_embedding``, CE on ``*_softmax`` (the
+    margin CE on the cosines of a "cosface" / "arcface" head)."""
     losses = {}
     for name in training_model.output_names:
         if name.endswith(EMBEDDING_SUFFIX):
             losses[name] = BatchHardTripletLoss(margin=margin, name=f"{name}_triplet")
-        elif name.endswith(SOFTMAX_SUFFIX):
+        elif name.endswith(SOFTMAX_SUFFIX) and classifier_head == "softmax":
             losses[name] = CategoricalCrossEntropy(label_smoothing=label_smoothing,
                                                    name=f"{name}_cross_entropy")
+        elif name.endswith(SOFTMAX_SUFFIX):
+            losses[name] = MarginCrossEntropy(classifier_head, cosine_scale, cosine_margin,
+                                              label_smoothing, name=f"{name}_{classifier_head}")
         else:
             raise ValueError(f"Output {name!r} is neither an embedding nor a softmax output; "
                              "pass a model from build_reid_models.")
@@ -263,22 +289,25 @@ def training_losses(training_model, label_smoothing=0.0, margin="soft"):
 
 
 def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft",
-                           **compile_kwargs):
+                           cosine_scale=30.0, cosine_margin=None, **compile_kwargs):
     """Compile the training model with the spec §5 losses (each weight 1) + ``model.losses``.
 
     ``models``: the `ReIDModels` or its ``training_model``. Targets are sparse integer labels
     (B,), given once (Keras repeats them for every output). A new-style Keras optimizer is built
     on every variable that can ever train (frozen ones included), so the same instance can be
     reused after `set_backbone_trainable` + recompiling, keeping its slots and iteration count
-    (spec §6.1, §8.17). Returns the training model.
+    (spec §6.1, §8.17). ``cosine_scale`` / ``cosine_margin`` (None: the head's usual margin) are
+    used by margin heads only. Returns the training model.
     """
     training_model = models.training_model if isinstance(models, ReIDModels) else models
+    head = models.classifier_head if isinstance(models, ReIDModels) else "softmax"
     if not isinstance(training_model, keras.Model):
         raise ValueError("compile_training_model expects ReIDModels or a Keras training model.")
     if isinstance(optimizer, keras.optimizers.Optimizer):
         optimizer.build([variable for variable in training_model.variables if variable.trainable])
     training_model.compile(optimizer=optimizer,
-                           loss=training_losses(training_model, label_smoothing, margin),
+                           loss=training_losses(training_model, label_smoothing, margin, head,
+                                                cosine_scale, cosine_margin),
                            **compile_kwargs)
     return training_model
 

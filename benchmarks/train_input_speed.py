@@ -43,10 +43,13 @@ def compiled_training_model(options, num_classes, **compile_kwargs):
 
     from applications.reid_model import compile_training_model
     from training import run
+    from training.optimizer import make_optimizer
 
     models = run.build_models(options, SimpleNamespace(num_classes=num_classes))
-    compile_training_model(models, keras.optimizers.Adam(options.learning_rate_base),
+    compile_training_model(models, make_optimizer(options.weight_decay,
+                                                   options.learning_rate_base),
                            label_smoothing=options.label_smoothing,
+                           cosine_scale=options.cosine_scale, cosine_margin=options.cosine_margin,
                            loss_weights=run.loss_weights(models, options), **compile_kwargs)
     return models.training_model
 

@@ -3,7 +3,11 @@
 Equals ``keras.losses.categorical_crossentropy(one_hot(y), p, label_smoothing=ls)``: smoothed target
 ``onehot*(1-ls) + ls/C``; probabilities renormalised to sum 1 and clipped to ``[1e-7, 1-1e-7]``
 before the log (spec §5). The one-hot matrix is never built, so labels stay (B,) integers.
+
+Also the margin softmax losses on cosines (`MarginCrossEntropy`: CosFace, ArcFace).
 """
+import math
+
 from utils.tf_env import tf, keras
 from losses.labels import to_sparse_labels
 
@@ -52,4 +56,60 @@ class CategoricalCrossEntropy(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
+        return config
+
+
+MARGIN_KINDS = ("cosface", "arcface")
+DEFAULT_MARGINS = {"cosface": 0.35, "arcface": 0.5}
+
+
+def margin_logits(labels, cosines, kind, scale=30.0, margin=None):
+    """Logits of the margin softmax losses from cosines (B, C) and integer labels (B,).
+
+    CosFace (Wang et al. 2018): ``s * (cos - m)`` at the true class. ArcFace (Deng et al. 2019):
+    ``s * cos(theta + m)``; where ``theta + m`` would pass pi the logit is ``s * (cos - m sin m)``
+    instead (insightface's rule, keeps it decreasing in theta). Other classes: ``s * cos``.
+    """
+    if kind not in MARGIN_KINDS:
+        raise ValueError(f"kind must be one of {MARGIN_KINDS}, got {kind!r}.")
+    margin = DEFAULT_MARGINS[kind] if margin is None else float(margin)
+    cosines = tf.convert_to_tensor(cosines)
+    labels = to_sparse_labels(labels)
+    true_cosine = tf.gather(cosines, labels, axis=-1, batch_dims=1)
+    if kind == "cosface":
+        target = true_cosine - margin
+    else:
+        clipped = tf.clip_by_value(true_cosine, -1.0, 1.0)
+        sine = tf.sqrt(tf.maximum(1.0 - tf.square(clipped), 0.0))
+        target = tf.where(clipped > math.cos(math.pi - margin),
+                          clipped * math.cos(margin) - sine * math.sin(margin),
+                          clipped - margin * math.sin(margin))
+    one_hot = tf.one_hot(labels, tf.shape(cosines)[-1], dtype=cosines.dtype)
+    return scale * (cosines + one_hot * tf.expand_dims(target - true_cosine, -1))
+
+
+class MarginCrossEntropy(keras.losses.Loss):
+    """Cross-entropy (with label smoothing) of `margin_logits`; ``y_pred`` are cosines."""
+
+    def __init__(self, kind="cosface", scale=30.0, margin=None, label_smoothing=0.0,
+                 name="margin_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if kind not in MARGIN_KINDS:
+            raise ValueError(f"kind must be one of {MARGIN_KINDS}, got {kind!r}.")
+        if float(scale) <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}.")
+        self.kind, self.scale = kind, float(scale)
+        self.margin = DEFAULT_MARGINS[kind] if margin is None else float(margin)
+        if not 0 <= self.margin < math.pi / 2:
+            raise ValueError(f"margin must be in [0, pi/2), got {self.margin}.")
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        logits = margin_logits(y_true, y_pred, self.kind, self.scale, self.margin)
+        return categorical_cross_entropy(y_true, logits, self.label_smoothing, from_logits=True)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kind=self.kind, scale=self.scale, margin=self.margin,
+                      label_smoothing=self.label_smoothing)
         return config

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from utils.tf_env import tf, keras
-from applications.layers import (CUSTOM_OBJECTS, Clip, FlippingLoss, GlobalGeMPooling2D,
-                                 HorizontalFlip, HorizontalStripe)
+from applications.layers import (CUSTOM_OBJECTS, Clip, CosineClassifier, FlippingLoss,
+                                 GlobalGeMPooling2D, HorizontalFlip, HorizontalStripe)
 
 
 def numpy_gem(x, p):
@@ -97,3 +97,23 @@ def test_layers_serialise_without_lambdas():
     np.testing.assert_allclose(clone(x).numpy(), model(x).numpy(), rtol=1e-6)
     assert "Lambda" not in model.to_json()
     assert isinstance(keras.models.clone_model(model).layers[-1], FlippingLoss)
+
+
+def test_cosine_classifier_gives_cosines_and_serialises():
+    layer = CosineClassifier(3, name="classifier")
+    features = np.random.RandomState(5).normal(size=(4, 6)).astype("float32")
+    got = layer(features).numpy()
+    kernel = layer.kernel.numpy()
+    for i in range(4):
+        for j in range(3):
+            expected = float(features[i] @ kernel[:, j]) / (
+                np.linalg.norm(features[i]) * np.linalg.norm(kernel[:, j]))
+            assert got[i, j] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert layer.kernel.name.endswith("kernel:0")  # decayed / regularised like a Dense kernel
+    image = keras.Input((6,))
+    model = keras.Model(image, CosineClassifier(3)(image))
+    clone = keras.models.model_from_json(model.to_json(), custom_objects=CUSTOM_OBJECTS)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(features).numpy(), model(features).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="units"):
+        CosineClassifier(0)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from utils.tf_env import tf, keras
-from losses import (BatchHardTripletLoss, CategoricalCrossEntropy, batch_hard_triplet_loss,
-                    categorical_cross_entropy)
+from losses import (BatchHardTripletLoss, CategoricalCrossEntropy, MarginCrossEntropy,
+                    batch_hard_triplet_loss, categorical_cross_entropy, margin_logits)
 
 
 def brute_force_triplet(labels, embeddings, margin="soft"):
@@ -117,3 +117,59 @@ def test_cross_entropy_from_logits():
 def test_cross_entropy_rejects_bad_label_smoothing():
     with pytest.raises(ValueError, match="label_smoothing"):
         categorical_cross_entropy([0], [[1.0, 0.0]], label_smoothing=1.5)
+
+
+def brute_force_margin_loss(labels, cosines, kind, scale, margin, label_smoothing):
+    """Per-sample margin softmax CE from the papers' formulas, one scalar at a time."""
+    losses = []
+    for label, row in zip(labels, cosines):
+        logits = []
+        for j, cosine in enumerate(row):
+            if j == label and kind == "cosface":
+                cosine = cosine - margin
+            elif j == label:
+                theta = math.acos(cosine)
+                cosine = (math.cos(theta + margin) if theta + margin <= math.pi
+                          else cosine - margin * math.sin(margin))
+            logits.append(scale * cosine)
+        log_normaliser = math.log(sum(math.exp(v) for v in logits))
+        log_probabilities = [v - log_normaliser for v in logits]
+        smoothed = [label_smoothing / len(row) + (1 - label_smoothing) * (j == label)
+                    for j in range(len(row))]
+        losses.append(-sum(t * lp for t, lp in zip(smoothed, log_probabilities)))
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("kind, margin", [("cosface", None), ("arcface", None),
+                                          ("arcface", 0.3)])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_margin_cross_entropy_matches_the_papers_formulas(kind, margin, label_smoothing):
+    generator = np.random.RandomState(4)
+    cosines = generator.uniform(-0.99, 0.99, (6, 5)).astype("float32")
+    cosines[0, 2] = -0.98  # arcface: theta + m passes pi, the fallback branch
+    labels = np.array([2, 0, 4, 1, 1, 3])
+    expected_margin = {"cosface": 0.35, "arcface": 0.5}[kind] if margin is None else margin
+    expected = brute_force_margin_loss(labels, cosines.astype("float64"), kind, 16.0,
+                                       expected_margin, label_smoothing)
+    loss = MarginCrossEntropy(kind, scale=16.0, margin=margin, label_smoothing=label_smoothing,
+                              reduction="none")
+    np.testing.assert_allclose(loss(labels, cosines).numpy(), expected, rtol=1e-4)
+    one_hot = np.eye(5, dtype="float32")[labels]
+    np.testing.assert_allclose(loss(one_hot, cosines).numpy(), expected, rtol=1e-4)
+
+
+def test_margin_logits_change_only_the_true_class():
+    cosines = np.array([[0.5, 0.2, -0.1]], "float32")
+    logits = margin_logits(np.array([0]), cosines, "cosface", scale=10.0, margin=0.35).numpy()
+    np.testing.assert_allclose(logits, [[1.5, 2.0, -1.0]], rtol=1e-6)
+    logits = margin_logits(np.array([1]), cosines, "arcface", scale=1.0, margin=0.5).numpy()
+    np.testing.assert_allclose(logits, [[0.5, math.cos(math.acos(0.2) + 0.5), -0.1]], rtol=1e-5)
+
+
+def test_margin_cross_entropy_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="kind"):
+        MarginCrossEntropy("sphereface")
+    with pytest.raises(ValueError, match="scale"):
+        MarginCrossEntropy("cosface", scale=0.0)
+    with pytest.raises(ValueError, match="margin"):
+        MarginCrossEntropy("arcface", margin=2.0)

@@ -30,6 +30,7 @@ def test_defaults_follow_the_originals():
     assert options["epoch_num"] == 1000000 and options["image_height"] == 384
     assert options["validation_size"] == 0.0 and options["label_smoothing"] == 0.0
     assert options["flipping_loss_weight"] == 1.0
+    assert options["weight_decay"] == 0.0  # the originals' Adam, no decoupled decay
 
 
 @pytest.mark.parametrize("flag, value, allowed", [
@@ -55,6 +56,8 @@ def test_negative_and_out_of_range_values(validate, tmp_path):
         validate(_options(root_folder_path=str(tmp_path), identity_num_per_batch=0))
     with pytest.raises(ValueError, match="--label_smoothing"):
         validate(_options(root_folder_path=str(tmp_path), label_smoothing=1.5))
+    with pytest.raises(ValueError, match="--weight_decay"):
+        validate(_options(root_folder_path=str(tmp_path), weight_decay=-0.1))
 
 
 def test_evaluation_only_needs_checkpoint_and_full_test_set(validate, tmp_path):

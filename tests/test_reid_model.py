@@ -119,6 +119,41 @@ def test_inference_model_matches_manual_head_and_never_flips():
     assert not np.allclose(got, flipped)
 
 
+def test_bnneck_evaluation_feature_is_the_bnneck_of_each_embedding():
+    models = build(region_num=2, evaluation_feature="bnneck")
+    x = images(3)
+    embeddings = [t.numpy() for t in models.feature_model(x, training=False)]
+    expected = []
+    for name, embedding in zip(models.branch_names, embeddings):
+        gamma, beta, mean, variance = models.classification_model.get_layer(
+            f"{name}_bnneck").get_weights()
+        gamma, beta, mean = gamma + 0.5, beta + 0.25, mean + 0.1  # not the identity
+        models.classification_model.get_layer(f"{name}_bnneck").set_weights(
+            [gamma, beta, mean, variance])
+        expected.append(gamma * (embedding - mean) / np.sqrt(variance + 2e-5) + beta)
+    got = models.inference_model(x, training=False).numpy()
+    np.testing.assert_allclose(got, np.concatenate(expected, axis=1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["cosface", "arcface"])
+def test_margin_head_outputs_cosines_and_trains(head):
+    models = build(region_num=1, classifier_head=head)
+    compile_training_model(models, keras.optimizers.Adam(1e-3), cosine_scale=8.0,
+                           run_eagerly=True)
+    outputs = dict(zip(models.training_model.output_names,
+                       models.training_model(images(16), training=False)))
+    for name in models.softmax_output_names:
+        cosines = outputs[name].numpy()
+        assert cosines.shape == (16, 6) and np.all(np.abs(cosines) <= 1 + 1e-5)
+    history = models.training_model.fit(images(16), LABELS, epochs=8, batch_size=16, verbose=0)
+    key = "global_softmax_loss"
+    assert history.history[key][-1] < history.history[key][0]
+    with pytest.raises(ValueError, match="classifier_head"):
+        build(classifier_head="sphereface")
+    with pytest.raises(ValueError, match="evaluation_feature"):
+        build(evaluation_feature="logits")
+
+
 def test_flip_inside_model_merges_features_and_adds_weighted_flipping_loss():
     models = build(use_horizontal_flipping_inside_model=True, flipping_loss_weight=2.5)
     x = images(4, seed=1)

@@ -34,6 +34,7 @@ def validate_options(flag_values):
     """Returns a namespace of checked, normalised options (sizes cast as the originals do)."""
     from applications import BACKBONE_NAMES, backbone_min_input_size
     from datasets import DATASET_NAMES
+    from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES
 
     options = SimpleNamespace(**flag_values)
     _choice(options, "dataset_name", DATASET_NAMES)
@@ -41,11 +42,13 @@ def validate_options(flag_values):
     _choice(options, "pooling_mode", POOLING_MODES)
     _choice(options, "learning_rate_mode", LEARNING_RATE_MODES)
     _choice(options, "image_augmentor_name", IMAGE_AUGMENTOR_NAMES)
+    _choice(options, "classifier_head", CLASSIFIER_HEADS)
+    _choice(options, "evaluation_feature", EVALUATION_FEATURES)
     _positive(options, "image_height", "image_width", "identity_num_per_batch",
               "image_num_per_identity", "steps_per_epoch", "workers", "augmentation_num")
     _positive(options, "region_num", "freeze_backbone_for_N_epochs", "epoch_num",
               "testing_size", "validation_size", "label_smoothing", "flipping_loss_weight",
-              "triplet_loss_weight",
+              "triplet_loss_weight", "weight_decay",
               "evaluate_testing_every_N_epochs", "evaluate_validation_every_N_epochs",
               allow_zero=True)
     for name in ("kernel", "bias", "gamma", "beta"):
@@ -55,6 +58,10 @@ def validate_options(flag_values):
         if not 0 <= getattr(options, name) <= 1:
             raise OptionError("--{} must be in [0, 1] (got {}).".format(
                 name, getattr(options, name)))
+    _positive(options, "cosine_scale")
+    if options.cosine_margin is not None and not 0 <= options.cosine_margin < 1.5:
+        raise OptionError("--cosine_margin must be in [0, 1.5) (got {}).".format(
+            options.cosine_margin))
     if options.batch_normalization_momentum is not None and \
             not 0 <= options.batch_normalization_momentum < 1:
         raise OptionError("--batch_normalization_momentum must be in [0, 1) (got {}).".format(

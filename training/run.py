@@ -60,7 +60,8 @@ def checkpoint_metadata(options, num_classes):
                 image_height=options.image_height, image_width=options.image_width,
                 region_num=options.region_num, pooling_mode=options.pooling_mode,
                 use_adaptive_l1_l2_regularizer=options.use_adaptive_l1_l2_regularizer,
-                backbone_last_stride=options.backbone_last_stride)
+                backbone_last_stride=options.backbone_last_stride,
+                classifier_head=options.classifier_head)
 
 
 def build_models(options, data):
@@ -85,7 +86,8 @@ def build_models(options, data):
         max_value=options.max_value,
         use_horizontal_flipping_inside_model=options.use_horizontal_flipping_inside_model,
         flipping_loss_weight=options.flipping_loss_weight, regularization=regularization,
-        input_shape=input_shape)
+        input_shape=input_shape, classifier_head=options.classifier_head,
+        evaluation_feature=options.evaluation_feature)
     if options.batch_normalization_momentum is not None:
         set_batch_normalization_momentum(models.training_model,
                                          options.batch_normalization_momentum)
@@ -195,11 +197,12 @@ def train(options, data, models):
     from callbacks.inspection import (InspectGeMPoolingParameters,
                                       InspectRegularizationFactors, ThroughputLogger)
     from datasets.pipeline import make_training_dataset
+    from training.optimizer import make_optimizer
 
     training_model = models.training_model
-    # One Adam across both stages, as the originals; compile_training_model builds it for every
-    # variable, so the ones unfrozen in stage B already have their slots.
-    optimizer = keras.optimizers.Adam()
+    # One optimizer across both stages, as the originals; built for every variable, so the
+    # ones unfrozen in stage B already have their slots.
+    optimizer = make_optimizer(options.weight_decay)
     optimizer.build([variable for variable in training_model.variables if variable.trainable])
     resume_state = ResumeState(os.path.join(options.output_folder_path, "resume"),
                                training_model, optimizer)
@@ -233,6 +236,8 @@ def train(options, data, models):
             stage_name, epochs, "trainable" if backbone_trainable else "frozen"))
         set_backbone_trainable(models, backbone_trainable)
         compile_training_model(models, optimizer, label_smoothing=options.label_smoothing,
+                               cosine_scale=options.cosine_scale,
+                               cosine_margin=options.cosine_margin,
                                loss_weights=loss_weights(models, options))
         evaluators = make_evaluators(options, data, models, options.epoch_num)
         callbacks = [ThroughputLogger(options.identity_num_per_batch *
