@@ -84,6 +84,22 @@ def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):
         load_model_weights(model, str(tmp_path / "missing.h5"), {})
 
 
+def test_checkpoint_of_another_classifier_head_is_refused(tmp_path):
+    # Cosine and softmax classifiers have kernels of the same shape, so only the metadata tells.
+    from types import SimpleNamespace
+    from callbacks.checkpoint import load_model_weights, save_model_weights
+    from training.run import checkpoint_metadata
+    options = SimpleNamespace(backbone_model_name="MobileNetV3Small", image_height=64,
+                              image_width=32, region_num=2, pooling_mode="GeM",
+                              use_adaptive_l1_l2_regularizer=True, backbone_last_stride=1,
+                              classifier_head="cosface")
+    path = str(tmp_path / "training_model.h5")
+    save_model_weights(_tiny_model(3), path, checkpoint_metadata(options, 3))
+    options.classifier_head = "softmax"
+    with pytest.raises(ValueError, match="classifier_head"):
+        load_model_weights(_tiny_model(3), path, checkpoint_metadata(options, 3))
+
+
 def test_model_selection_keeps_best_and_skips_nan(tmp_path):
     from callbacks.checkpoint import ModelSelectionCheckpoint, read_checkpoint_metadata
     path = str(tmp_path / "m.h5")

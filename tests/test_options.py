@@ -39,6 +39,8 @@ def test_defaults_follow_the_originals():
     ("pooling_mode", "gem", "GeM"),
     ("learning_rate_mode", "step", "cosine"),
     ("image_augmentor_name", "Foo", "RandomErasingImageAugmentor"),
+    ("classifier_head", "sphereface", "cosface"),
+    ("evaluation_feature", "logits", "bnneck"),
 ])
 def test_unknown_choices_name_flag_and_allowed_values(validate, tmp_path, flag, value, allowed):
     with pytest.raises(ValueError) as error:
@@ -58,6 +60,10 @@ def test_negative_and_out_of_range_values(validate, tmp_path):
         validate(_options(root_folder_path=str(tmp_path), label_smoothing=1.5))
     with pytest.raises(ValueError, match="--weight_decay"):
         validate(_options(root_folder_path=str(tmp_path), weight_decay=-0.1))
+    with pytest.raises(ValueError, match="--cosine_scale"):
+        validate(_options(root_folder_path=str(tmp_path), cosine_scale=0.0))
+    with pytest.raises(ValueError, match="--cosine_margin"):
+        validate(_options(root_folder_path=str(tmp_path), cosine_margin=2.0))
 
 
 def test_evaluation_only_needs_checkpoint_and_full_test_set(validate, tmp_path):
