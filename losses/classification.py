@@ -63,6 +63,13 @@ MARGIN_KINDS = ("cosface", "arcface")
 DEFAULT_MARGINS = {"cosface": 0.35, "arcface": 0.5}
 
 
+def resolve_margin(kind, margin=None):
+    """The margin of ``kind`` ("cosface" / "arcface"): ``margin``, or its usual value if None."""
+    if kind not in MARGIN_KINDS:
+        raise ValueError(f"kind must be one of {MARGIN_KINDS}, got {kind!r}.")
+    return DEFAULT_MARGINS[kind] if margin is None else float(margin)
+
+
 def margin_logits(labels, cosines, kind, scale=30.0, margin=None):
     """Logits of the margin softmax losses from cosines (B, C) and integer labels (B,).
 
@@ -70,9 +77,7 @@ def margin_logits(labels, cosines, kind, scale=30.0, margin=None):
     ``s * cos(theta + m)``; where ``theta + m`` would pass pi the logit is ``s * (cos - m sin m)``
     instead (insightface's rule, keeps it decreasing in theta). Other classes: ``s * cos``.
     """
-    if kind not in MARGIN_KINDS:
-        raise ValueError(f"kind must be one of {MARGIN_KINDS}, got {kind!r}.")
-    margin = DEFAULT_MARGINS[kind] if margin is None else float(margin)
+    margin = resolve_margin(kind, margin)
     cosines = tf.convert_to_tensor(cosines)
     labels = to_sparse_labels(labels)
     true_cosine = tf.gather(cosines, labels, axis=-1, batch_dims=1)
@@ -94,12 +99,10 @@ class MarginCrossEntropy(keras.losses.Loss):
     def __init__(self, kind="cosface", scale=30.0, margin=None, label_smoothing=0.0,
                  name="margin_cross_entropy", **kwargs):
         super().__init__(name=name, **kwargs)
-        if kind not in MARGIN_KINDS:
-            raise ValueError(f"kind must be one of {MARGIN_KINDS}, got {kind!r}.")
+        self.margin = resolve_margin(kind, margin)
         if float(scale) <= 0:
             raise ValueError(f"scale must be > 0, got {scale}.")
         self.kind, self.scale = kind, float(scale)
-        self.margin = DEFAULT_MARGINS[kind] if margin is None else float(margin)
         if not 0 <= self.margin < math.pi / 2:
             raise ValueError(f"margin must be in [0, pi/2), got {self.margin}.")
         self.label_smoothing = _check_label_smoothing(label_smoothing)
