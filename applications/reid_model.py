@@ -292,17 +292,23 @@ def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft"
                            cosine_scale=30.0, cosine_margin=None, **compile_kwargs):
     """Compile the training model with the spec §5 losses (each weight 1) + ``model.losses``.
 
-    ``models``: the `ReIDModels` or its ``training_model``. Targets are sparse integer labels
-    (B,), given once (Keras repeats them for every output). A new-style Keras optimizer is built
-    on every variable that can ever train (frozen ones included), so the same instance can be
-    reused after `set_backbone_trainable` + recompiling, keeping its slots and iteration count
-    (spec §6.1, §8.17). ``cosine_scale`` / ``cosine_margin`` (None: the head's usual margin) are
-    used by margin heads only. Returns the training model.
+    ``models``: the `ReIDModels`, or the ``training_model`` of a softmax-head one. Targets are
+    sparse integer labels (B,), given once (Keras repeats them for every output). A new-style
+    Keras optimizer is built on every variable that can ever train (frozen ones included), so the
+    same instance can be reused after `set_backbone_trainable` + recompiling, keeping its slots
+    and iteration count (spec §6.1, §8.17). ``cosine_scale`` / ``cosine_margin`` (None: the
+    head's usual margin) are used by margin heads only. Returns the training model.
     """
     training_model = models.training_model if isinstance(models, ReIDModels) else models
     head = models.classifier_head if isinstance(models, ReIDModels) else "softmax"
     if not isinstance(training_model, keras.Model):
         raise ValueError("compile_training_model expects ReIDModels or a Keras training model.")
+    if head == "softmax" and any(isinstance(layer, CosineClassifier)
+                                 for layer in training_model.submodules):
+        # A bare model does not say whether its cosines are for CosFace or ArcFace.
+        raise ValueError("This training model has a CosineClassifier head, which needs a margin "
+                         "loss (CosFace or ArcFace): pass the ReIDModels from build_reid_models "
+                         "instead of its training_model.")
     if isinstance(optimizer, keras.optimizers.Optimizer):
         optimizer.build([variable for variable in training_model.variables if variable.trainable])
     training_model.compile(optimizer=optimizer,

@@ -61,13 +61,20 @@ class CategoricalCrossEntropy(keras.losses.Loss):
 
 MARGIN_KINDS = ("cosface", "arcface")
 DEFAULT_MARGINS = {"cosface": 0.35, "arcface": 0.5}
+# ArcFace's cos(theta + m) falls with theta only while theta + m < pi; from m = pi/2 on the
+# fallback covers most of the range. One bound for both heads (and for --cosine_margin).
+MAX_MARGIN = math.pi / 2
 
 
 def resolve_margin(kind, margin=None):
-    """The margin of ``kind`` ("cosface" / "arcface"): ``margin``, or its usual value if None."""
+    """The margin of ``kind`` ("cosface" / "arcface"): ``margin`` (checked to lie in
+    [0, `MAX_MARGIN`)), or its usual value if None."""
     if kind not in MARGIN_KINDS:
         raise ValueError(f"kind must be one of {MARGIN_KINDS}, got {kind!r}.")
-    return DEFAULT_MARGINS[kind] if margin is None else float(margin)
+    margin = DEFAULT_MARGINS[kind] if margin is None else float(margin)
+    if not 0 <= margin < MAX_MARGIN:
+        raise ValueError(f"margin must be in [0, pi/2), got {margin}.")
+    return margin
 
 
 def margin_logits(labels, cosines, kind, scale=30.0, margin=None):
@@ -103,8 +110,6 @@ class MarginCrossEntropy(keras.losses.Loss):
         if float(scale) <= 0:
             raise ValueError(f"scale must be > 0, got {scale}.")
         self.kind, self.scale = kind, float(scale)
-        if not 0 <= self.margin < math.pi / 2:
-            raise ValueError(f"margin must be in [0, pi/2), got {self.margin}.")
         self.label_smoothing = _check_label_smoothing(label_smoothing)
 
     def call(self, y_true, y_pred):

@@ -171,5 +171,9 @@ def test_margin_cross_entropy_rejects_bad_arguments():
         MarginCrossEntropy("sphereface")
     with pytest.raises(ValueError, match="scale"):
         MarginCrossEntropy("cosface", scale=0.0)
-    with pytest.raises(ValueError, match="margin"):
-        MarginCrossEntropy("arcface", margin=2.0)
+    for margin in (2.0, math.pi / 2, -0.1):  # [0, pi/2) for both heads and margin_logits
+        with pytest.raises(ValueError, match="margin"):
+            MarginCrossEntropy("arcface", margin=margin)
+        with pytest.raises(ValueError, match="margin"):
+            margin_logits(np.array([0]), np.zeros((1, 2), "float32"), "cosface", margin=margin)
+    assert MarginCrossEntropy("cosface", margin=1.57).margin == 1.57

@@ -1,4 +1,6 @@
 """Flag checks: bad values stop before any work with a message naming the flag."""
+import math
+
 import pytest
 
 import solution  # noqa: F401  (defines the flags)
@@ -62,8 +64,9 @@ def test_negative_and_out_of_range_values(validate, tmp_path):
         validate(_options(root_folder_path=str(tmp_path), weight_decay=-0.1))
     with pytest.raises(ValueError, match="--cosine_scale"):
         validate(_options(root_folder_path=str(tmp_path), cosine_scale=0.0))
-    with pytest.raises(ValueError, match="--cosine_margin"):
-        validate(_options(root_folder_path=str(tmp_path), cosine_margin=2.0))
+    for margin in (2.0, math.pi / 2, -0.1):  # the bound is pi/2, as in MarginCrossEntropy
+        with pytest.raises(ValueError, match="--cosine_margin"):
+            validate(_options(root_folder_path=str(tmp_path), cosine_margin=margin))
 
 
 def test_evaluation_only_needs_checkpoint_and_full_test_set(validate, tmp_path):

@@ -148,6 +148,9 @@ def test_margin_head_outputs_cosines_and_trains(head):
     history = models.training_model.fit(images(16), LABELS, epochs=8, batch_size=16, verbose=0)
     key = "global_softmax_loss"
     assert history.history[key][-1] < history.history[key][0]
+    # A bare training model does not say which margin loss its cosines need.
+    with pytest.raises(ValueError, match="CosineClassifier"):
+        compile_training_model(models.training_model, keras.optimizers.Adam(1e-3))
     with pytest.raises(ValueError, match="classifier_head"):
         build(classifier_head="sphereface")
     with pytest.raises(ValueError, match="evaluation_feature"):

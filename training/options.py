@@ -35,6 +35,7 @@ def validate_options(flag_values):
     from applications import BACKBONE_NAMES, backbone_min_input_size
     from datasets import DATASET_NAMES
     from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES
+    from losses.classification import MAX_MARGIN
 
     options = SimpleNamespace(**flag_values)
     _choice(options, "dataset_name", DATASET_NAMES)
@@ -59,9 +60,9 @@ def validate_options(flag_values):
             raise OptionError("--{} must be in [0, 1] (got {}).".format(
                 name, getattr(options, name)))
     _positive(options, "cosine_scale")
-    if options.cosine_margin is not None and not 0 <= options.cosine_margin < 1.5:
-        raise OptionError("--cosine_margin must be in [0, 1.5) (got {}).".format(
-            options.cosine_margin))
+    if options.cosine_margin is not None and not 0 <= options.cosine_margin < MAX_MARGIN:
+        raise OptionError("--cosine_margin must be in [0, pi/2 = {:.4f}) (got {}).".format(
+            MAX_MARGIN, options.cosine_margin))
     if options.batch_normalization_momentum is not None and \
             not 0 <= options.batch_normalization_momentum < 1:
         raise OptionError("--batch_normalization_momentum must be in [0, 1) (got {}).".format(
