@@ -72,13 +72,19 @@ def command_line(flag_values):
     return arguments
 
 
-def solution_defaults():
-    """solution.py's flag defaults (to list only the flags a configuration changes)."""
-    code = ("import json, solution; "
-            "print(json.dumps({n: solution.FLAGS[n].default for n in solution.FLAGS}))")
-    output = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY_PATH, check=True,
-                            capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def solution_flags(arguments=()):
+    """The flag values solution.py runs with for ``arguments`` (its defaults for none).
+
+    absl parses them as solution.py will, so the extra flags override the configuration's in the
+    reported values too, and a misspelt one stops the benchmark before the run."""
+    code = ("import json, sys, solution; solution.FLAGS(['solution.py'] + sys.argv[1:]); "
+            "print(json.dumps(solution.FLAGS.flag_values_dict()))")
+    process = subprocess.run([sys.executable, "-c", code] + list(arguments), cwd=REPOSITORY_PATH,
+                             capture_output=True, text=True)
+    if process.returncode:
+        sys.exit("solution.py does not accept these flags: "
+                 + process.stderr.strip().splitlines()[-1])
+    return json.loads(process.stdout.strip().splitlines()[-1])
 
 
 def run_solution(flag_values, extra, cpus, log_path):
@@ -157,14 +163,16 @@ def main():
     if os.path.exists(output):
         sys.exit("{} exists; pass another --output_folder_path.".format(output))
 
-    defaults = solution_defaults()
+    defaults = solution_flags()
     flag_values = dict(COMMON_FLAGS, **CONFIGS[arguments.config])
     flag_values.update(root_folder_path=os.path.abspath(arguments.root_folder_path),
                        output_folder_path=output, time_budget_minutes=arguments.minutes)
+    # What solution.py will run with: the extra flags win over the configuration's.
+    effective = solution_flags(command_line(flag_values) + extra)
     os.makedirs(output)
     minutes = run_solution(flag_values, extra, arguments.cpus, os.path.join(output, "train.log"))
-    run_folder = os.path.join(output, "Market1501_" + flag_values["backbone_model_name"])
-    line = dict(result_line(run_folder, flag_values, defaults, minutes, extra),
+    run_folder = os.path.join(output, "Market1501_" + effective["backbone_model_name"])
+    line = dict(result_line(run_folder, effective, defaults, minutes, extra),
                 config=arguments.config)
     lines = [line]
     print(json.dumps(line), flush=True)
@@ -180,7 +188,7 @@ def main():
                                           extra + command_line(EVALUATIONS[name]), arguments.cpus,
                                           os.path.join(output, "evaluation_{}.log".format(name)))
         with open(os.path.join(evaluation_flags["output_folder_path"],
-                               "Market1501_" + flag_values["backbone_model_name"],
+                               "Market1501_" + effective["backbone_model_name"],
                                "test_metrics.json")) as file:
             metrics = json.load(file)
         evaluation_line = dict(

@@ -1,6 +1,7 @@
 """What a train step costs: the budget benchmark's model and its variants on in-memory batches.
 
-    python benchmarks/train_step_speed.py [--steps 60] [--rounds 3] [--xla]
+    python benchmarks/train_step_speed.py [--steps 60] [--rounds 3] [--xla] [--mixed_bfloat16]
+                                          [--identities_per_batch 32,...] [--extras_only]
 
 Builds, in one process, the Market-1501 budget benchmark's training model
 (`market1501_budget.py`, configuration ``no_flip_inside``, 751 classes) and variants of it
@@ -9,7 +10,10 @@ Builds, in one process, the Market-1501 budget benchmark's training model
 the same random uint8-range batch of 16x4 images held in memory, so the input pipeline plays no
 part; the models run in alternating rounds because this machine's step speed jumps between
 levels from one minute to the next. ``--xla`` adds the default model compiled with
-``jit_compile=True``. Prints one markdown table (images/s, median and range over the rounds).
+``jit_compile=True``, ``--mixed_bfloat16`` the default model built under Keras' mixed_bfloat16
+policy (bfloat16 compute, float32 variables), ``--identities_per_batch`` the default model at
+other P of the PK batch (K stays 4, the same images per round); ``--extras_only`` times only the
+default model and these. Prints one markdown table (images/s, median and range over the rounds).
 """
 import argparse
 import os
@@ -60,6 +64,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="Rounds of each model.")
     parser.add_argument("--xla", action="store_true",
                         help="Add the default model with jit_compile=True (slow to compile).")
+    parser.add_argument("--mixed_bfloat16", action="store_true",
+                        help="Add the default model under the mixed_bfloat16 policy.")
+    parser.add_argument("--identities_per_batch", default="",
+                        help="Comma-separated P values: the default model at these batch sizes.")
+    parser.add_argument("--extras_only", action="store_true",
+                        help="Leave out the other variants and the bare Keras model.")
     arguments = parser.parse_args()
     # No data is read; any existing folder passes the option check.
     flag_values = dict(COMMON_FLAGS, **CONFIGS["no_flip_inside"], root_folder_path=REPO_ROOT)
@@ -67,30 +77,48 @@ def main():
     base = solution.FLAGS.flag_values_dict()
     run.seed_everything(0)
 
-    models = {}
-    for name, overrides in VARIANTS:
-        models[name] = compiled_training_model(
-            run.validate_options(dict(base, **overrides)), NUM_CLASSES)
+    variants = VARIANTS[:1] if arguments.extras_only else list(VARIANTS)
+    for value in filter(None, arguments.identities_per_batch.split(",")):
+        variants.append((f"re-ID model, two stripes, adaptive L2, PK {int(value)}x"
+                         f"{base['image_num_per_identity']}",
+                         {"identity_num_per_batch": int(value)}))
+    models, batch_sizes = {}, {}
+    for name, overrides in variants:
+        variant_options = run.validate_options(dict(base, **overrides))
+        models[name] = compiled_training_model(variant_options, NUM_CLASSES)
+        batch_sizes[name] = (variant_options.identity_num_per_batch
+                             * variant_options.image_num_per_identity)
     options = run.validate_options(base)
     if arguments.xla:
         models["re-ID model, two stripes, adaptive L2, `jit_compile=True` (XLA)"] = \
             compiled_training_model(options, NUM_CLASSES, jit_compile=True)
-    models["bare Keras MobileNetV3Small + pooling + BN + classifier, cross-entropy only"] = \
-        bare_keras_model(options)
+    if arguments.mixed_bfloat16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        models["re-ID model, two stripes, adaptive L2, mixed_bfloat16 policy"] = \
+            compiled_training_model(options, NUM_CLASSES)
+        keras.mixed_precision.set_global_policy("float32")
+    if not arguments.extras_only:
+        models["bare Keras MobileNetV3Small + pooling + BN + classifier, cross-entropy only"] = \
+            bare_keras_model(options)
 
     batch_size = options.identity_num_per_batch * options.image_num_per_identity
     generator = np.random.default_rng(0)
-    images = generator.integers(0, 256, (batch_size, options.image_height, options.image_width, 3))
-    labels = np.repeat(np.arange(options.identity_num_per_batch), options.image_num_per_identity)
-    dataset = tf.data.Dataset.from_tensors((images.astype("float32"), labels)).repeat()
-    for model in models.values():
-        model.fit(dataset, steps_per_epoch=5, epochs=1, verbose=0)  # tracing
+    datasets = {}
+    for name in models:
+        size = batch_sizes.get(name, batch_size)
+        images = generator.integers(0, 256, (size, options.image_height, options.image_width, 3))
+        labels = np.repeat(np.arange(size // options.image_num_per_identity),
+                           options.image_num_per_identity)
+        datasets[name] = tf.data.Dataset.from_tensors((images.astype("float32"), labels)).repeat()
+    for name, model in models.items():
+        model.fit(datasets[name], steps_per_epoch=5, epochs=1, verbose=0)  # tracing
     speeds = {name: [] for name in models}
     for _ in range(arguments.rounds):
         for name, model in models.items():
+            steps = arguments.steps * batch_size // batch_sizes.get(name, batch_size)
             speeds[name].append(images_per_second(
-                lambda: model.fit(dataset, steps_per_epoch=arguments.steps, epochs=1, verbose=0),
-                arguments.steps * batch_size))
+                lambda: model.fit(datasets[name], steps_per_epoch=steps, epochs=1, verbose=0),
+                steps * batch_sizes.get(name, batch_size)))
 
     print("| model ({} {}x{}, batch {}, {} cores) | train images/s, median (range) |".format(
         options.backbone_model_name, options.image_height, options.image_width, batch_size,
