@@ -72,13 +72,13 @@ def command_line(flag_values):
     return arguments
 
 
-def solution_flags(arguments=()):
-    """The flag values solution.py runs with for ``arguments`` (its defaults for none).
+def solution_flags(arguments):
+    """solution.py's flag defaults and the values it runs with for ``arguments``, as two dicts.
 
     absl parses them as solution.py will, so the extra flags override the configuration's in the
     reported values too, and a misspelt one stops the benchmark before the run."""
-    code = ("import json, sys, solution; solution.FLAGS(['solution.py'] + sys.argv[1:]); "
-            "print(json.dumps(solution.FLAGS.flag_values_dict()))")
+    code = ("import json, sys, solution; F = solution.FLAGS; F(['solution.py'] + sys.argv[1:]); "
+            "print(json.dumps([{n: F[n].default for n in F}, F.flag_values_dict()]))")
     process = subprocess.run([sys.executable, "-c", code] + list(arguments), cwd=REPOSITORY_PATH,
                              capture_output=True, text=True)
     if process.returncode:
@@ -163,12 +163,11 @@ def main():
     if os.path.exists(output):
         sys.exit("{} exists; pass another --output_folder_path.".format(output))
 
-    defaults = solution_flags()
     flag_values = dict(COMMON_FLAGS, **CONFIGS[arguments.config])
     flag_values.update(root_folder_path=os.path.abspath(arguments.root_folder_path),
                        output_folder_path=output, time_budget_minutes=arguments.minutes)
     # What solution.py will run with: the extra flags win over the configuration's.
-    effective = solution_flags(command_line(flag_values) + extra)
+    defaults, effective = solution_flags(command_line(flag_values) + extra)
     os.makedirs(output)
     minutes = run_solution(flag_values, extra, arguments.cpus, os.path.join(output, "train.log"))
     run_folder = os.path.join(output, "Market1501_" + effective["backbone_model_name"])

@@ -102,23 +102,25 @@ def main():
             bare_keras_model(options)
 
     batch_size = options.identity_num_per_batch * options.image_num_per_identity
+    batch_sizes = {name: batch_sizes.get(name, batch_size) for name in models}
     generator = np.random.default_rng(0)
-    datasets = {}
-    for name in models:
-        size = batch_sizes.get(name, batch_size)
+    datasets_by_size = {}
+    for size in sorted(set(batch_sizes.values())):  # one batch per size, shared by its models
         images = generator.integers(0, 256, (size, options.image_height, options.image_width, 3))
         labels = np.repeat(np.arange(size // options.image_num_per_identity),
                            options.image_num_per_identity)
-        datasets[name] = tf.data.Dataset.from_tensors((images.astype("float32"), labels)).repeat()
+        datasets_by_size[size] = tf.data.Dataset.from_tensors(
+            (images.astype("float32"), labels)).repeat()
+    datasets = {name: datasets_by_size[size] for name, size in batch_sizes.items()}
     for name, model in models.items():
         model.fit(datasets[name], steps_per_epoch=5, epochs=1, verbose=0)  # tracing
     speeds = {name: [] for name in models}
     for _ in range(arguments.rounds):
         for name, model in models.items():
-            steps = arguments.steps * batch_size // batch_sizes.get(name, batch_size)
+            steps = arguments.steps * batch_size // batch_sizes[name]
             speeds[name].append(images_per_second(
                 lambda: model.fit(datasets[name], steps_per_epoch=steps, epochs=1, verbose=0),
-                steps * batch_sizes.get(name, batch_size)))
+                steps * batch_sizes[name]))
 
     print("| model ({} {}x{}, batch {}, {} cores) | train images/s, median (range) |".format(
         options.backbone_model_name, options.image_height, options.image_width, batch_size,
