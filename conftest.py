@@ -11,3 +11,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATASETS = os.environ.get(
     "REID_SHARED_DATASETS",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "shared", "datasets")))
+
+
+def default_config_values(**overrides):
+    """solution.py's flag defaults (the flags parsed with no argument) with ``overrides``."""
+    from absl import flags
+    import training.flags  # noqa: F401  (defines the flags)
+    values = flags.FLAGS
+    if not values.is_parsed():
+        values(["solution.py"])
+    result = {name: values[name].default for name in values}
+    result.update(overrides)
+    return result
+
+
+def make_config(**overrides):
+    """A checked `RunConfig` of the flag defaults with ``overrides`` (root folder: this repo,
+    which passes the folder check)."""
+    from training.config import RunConfig
+    overrides.setdefault("root_folder_path", os.path.dirname(os.path.abspath(__file__)))
+    return RunConfig.from_flag_values(default_config_values(**overrides))

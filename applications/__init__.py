@@ -4,8 +4,8 @@
 (see ``applications.backbones``); ``backbone_min_input_size(name)`` is its smallest input;
 ``clone_block`` copies a backbone's last block.
 """
-from applications.backbones import (BACKBONE_NAMES, Backbone, ImagePreprocessing,
-                                     backbone_min_input_size, clone_block, get_backbone)
+from applications.backbone_base import Backbone, ImagePreprocessing, clone_block
+from applications.backbones import BACKBONE_NAMES, backbone_min_input_size, get_backbone
 
 __all__ = ["BACKBONE_NAMES", "Backbone", "ImagePreprocessing", "backbone_min_input_size",
            "clone_block", "get_backbone"]

@@ -1,4 +1,4 @@
-"""Backbones from ``tf.keras.applications``: AdaptiveL2's ResNets (spec §4.2) and small CPU models.
+"""Backbones from ``tf.keras.applications``: AdaptiveL2's ResNets and small CPU models.
 
 Construction, public API only:
 1. build the Keras application (``include_top=False, weights=None``) for the requested input;
@@ -10,7 +10,7 @@ Construction, public API only:
    unit, so blocks share the loaded layers. Names: ``preprocess_input``, ``stem``, ``stage1`` ..
    ``stageN`` (each stage starts with a downsampling unit).
 
-Differences from AdaptiveL2 (spec §4.2), all deliberate: preprocessing is inside the model; the V2
+Differences from AdaptiveL2's backbones, all deliberate: preprocessing is inside the model; the V2
 ResNets are Keras' standard pre-activation models (ALR passed ``preact=False``, leaving
 ``conv1_bn`` random and dropping ``post_bn``); with ``last_stride=1`` the V2 models also lose their
 last downsampling (in ``conv4_block6``; ALR kept output stride 32 there; ``last_stride=2``
@@ -21,7 +21,7 @@ import re
 from utils.tf_env import keras
 
 from applications import weights as weights_lib
-from applications.backbones import Backbone, copy_functional_model, make_preprocess_block
+from applications.backbone_base import Backbone, copy_functional_model, make_preprocess_block
 
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _RESNET_UNITS = r"^(conv\d+_block\d+_|conv1_|pool1_)"

@@ -1,7 +1,8 @@
-"""Serialisable custom layers of the re-ID head (spec §4.3).
+"""Serialisable custom layers of the FlipReID / AdaptiveL2 re-ID head.
 
 Everything here is a plain `keras.layers.Layer` subclass with `get_config`, so models using
-them can be cloned, saved and reloaded without Python-closure `Lambda` layers (spec §8.11).
+them can be cloned, saved and reloaded without `Lambda` layers, whose Python closures Keras 3
+refuses to deserialise in safe mode.
 """
 from utils.tf_env import tf, keras
 
@@ -15,11 +16,12 @@ def _validate_rank(input_shape, rank, layer_name):
     return shape
 
 
+@keras.utils.register_keras_serializable(package="reid")
 class GlobalGeMPooling2D(keras.layers.Layer):
     """Generalised-mean pooling over height and width (channels_last).
 
     ``(mean_{h,w} max(x, 1e-6)^p)^(1/p)`` with one trainable, unconstrained, unregularised scalar
-    power ``p`` (initialised to 1.0, i.e. average pooling of the clamped map), spec §4.3 step 4.
+    power ``p`` (initialised to 1.0, i.e. average pooling of the clamped map), as in FlipReID.
     """
 
     def __init__(self, initial_power=1.0, trainable_power=True, **kwargs):
@@ -51,6 +53,7 @@ class GlobalGeMPooling2D(keras.layers.Layer):
         return config
 
 
+@keras.utils.register_keras_serializable(package="reid")
 class Clip(keras.layers.Layer):
     """Element-wise clipping to ``[min_value, max_value]``; either bound may be None (no clip)."""
 
@@ -86,8 +89,9 @@ def stripe_bounds(height, index, region_num):
     return start, stop
 
 
+@keras.utils.register_keras_serializable(package="reid")
 class HorizontalStripe(keras.layers.Layer):
-    """Slices horizontal stripe ``index`` of ``region_num`` from a (B, H, W, C) map (spec §4.3 step 3)."""
+    """Slices horizontal stripe ``index`` of ``region_num`` from a (B, H, W, C) map."""
 
     def __init__(self, index, region_num, **kwargs):
         super().__init__(**kwargs)
@@ -133,6 +137,7 @@ class HorizontalStripe(keras.layers.Layer):
         return config
 
 
+@keras.utils.register_keras_serializable(package="reid")
 class HorizontalFlip(keras.layers.Layer):
     """Mirrors images (B, H, W, C) along the width axis, like ``tf.image.flip_left_right``."""
 
@@ -143,8 +148,9 @@ class HorizontalFlip(keras.layers.Layer):
         return tf.TensorShape(input_shape)
 
 
+@keras.utils.register_keras_serializable(package="reid")
 class FlippingLoss(keras.layers.Layer):
-    """Flipping loss of FlipReID (spec §4.3 step 8) and the averaged (merged) features.
+    """Flipping loss of FlipReID and the averaged (merged) features.
 
     Called on ``[vanilla_features, flipped_features]`` (two equally long lists of (B, D)
     tensors). Adds ``weight * sum_branches mean_batch(mean_dim((v - f)^2))`` with ``add_loss`` and
@@ -189,6 +195,7 @@ class FlippingLoss(keras.layers.Layer):
         return config
 
 
+@keras.utils.register_keras_serializable(package="reid")
 class CosineClassifier(keras.layers.Layer):
     """Cosine of the angle between each feature and each class weight: (B, D) -> (B, C) in [-1, 1].
 
@@ -223,13 +230,3 @@ class CosineClassifier(keras.layers.Layer):
         config.update(units=self.units,
                       kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return config
-
-
-CUSTOM_OBJECTS = {
-    "CosineClassifier": CosineClassifier,
-    "GlobalGeMPooling2D": GlobalGeMPooling2D,
-    "Clip": Clip,
-    "HorizontalStripe": HorizontalStripe,
-    "HorizontalFlip": HorizontalFlip,
-    "FlippingLoss": FlippingLoss,
-}

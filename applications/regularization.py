@@ -1,4 +1,4 @@
-"""Fixed L2 (FlipReID, spec §4.5) and adaptive L2 (AdaptiveL2Regularization, spec §4.6).
+"""Fixed L2 (FlipReID) and adaptive L2 (AdaptiveL2Regularization).
 
 Terms are attached to already-built layers with the public Keras-2 API:
 
@@ -59,7 +59,7 @@ class RegularizationConfig:
         return {"bias": self.bias, "gamma": self.gamma, "beta": self.beta}[parameter]
 
     def attaches(self, factor):
-        """Spec: adaptive attaches when factor >= 0 (so 0 still attaches), fixed when > 0."""
+        """As in the originals, adaptive attaches when factor >= 0 (0 too), fixed when > 0."""
         if factor is None:
             return False
         return factor >= 0 if self.adaptive else factor > 0
@@ -92,7 +92,7 @@ class RegularizationTerm:
         return self.factor_tensor() * tf.reduce_sum(tf.square(self.variable))
 
     def log_key(self):
-        """``{layer.name}_{param}_regularizer_l2_regularization_factor`` (spec §4.6). The layer
+        """``{layer.name}_{param}_regularizer_l2_regularization_factor``. The layer
         part is the tensor's name scope with "/" -> "_", which is the layer name for ordinary
         Keras layers and stays unique for tf2cv-style nested layers that reuse short names."""
         return (f"{_variable_scope(self.layer, self.variable).replace('/', '_')}_"
@@ -203,7 +203,7 @@ def attach_regularizers(model_or_models, config, verbose=True):
 
 def regularization_factors(terms, include_fixed=False):
     """Effective factors keyed ``{layer.name}_{param}_regularizer_l2_regularization_factor``
-    (spec §6.4, see `RegularizationTerm.log_key`); a still repeated key gets ``_2``, ``_3``, ...
+    (see `RegularizationTerm.log_key`); a still repeated key gets ``_2``, ``_3``, ...
     Fixed terms are constant, so they are left out unless ``include_fixed``."""
     factors = {}
     for term in terms:

@@ -1,4 +1,4 @@
-"""FlipReID / AdaptiveL2 re-ID head on a block-wise backbone (spec §4.3, §4.4, §4.7, §5).
+"""FlipReID / AdaptiveL2 re-ID head on a block-wise backbone.
 
 Models built by `build_reid_models` (all share weights):
 
@@ -67,11 +67,11 @@ class ReIDModels:
         return [name + SOFTMAX_SUFFIX for name in self.branch_names]
 
     def gem_powers(self):
-        """``{"<gem layer name>_power": p}`` (FR log keys, spec §6.4)."""
+        """``{"<gem layer name>_power": p}`` (FlipReID's per-epoch log keys)."""
         return {f"{layer.name}_power": float(layer.power.numpy()) for layer in self.gem_layers}
 
     def regularization_factors(self):
-        """Effective adaptive-L2 factors keyed as in spec §4.6 (empty for fixed L2)."""
+        """Effective adaptive-L2 factors under AdaptiveL2's log keys (empty for fixed L2)."""
         return regularization_factors(self.regularization_terms)
 
 
@@ -236,7 +236,7 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
 
 
 def set_backbone_trainable(models, trainable):
-    """(Un)freeze the backbone blocks and both last-block copies (spec §4.3 "Freeze").
+    """(Un)freeze the backbone blocks and both last-block copies.
 
     The regional convs, GeM powers, BNNecks and classifiers are untouched. Frozen BN layers run in
     inference mode (tf-keras semantics); θ of frozen layers freeze with them. Recompile afterwards
@@ -290,14 +290,15 @@ def training_losses(training_model, label_smoothing=0.0, margin="soft", classifi
 
 def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft",
                            cosine_scale=30.0, cosine_margin=None, **compile_kwargs):
-    """Compile the training model with the spec §5 losses (each weight 1) + ``model.losses``.
+    """Compile the training model with `training_losses` (each weight 1) + ``model.losses``.
 
     ``models``: the `ReIDModels`, or the ``training_model`` of a softmax-head one. Targets are
     sparse integer labels (B,), given once (Keras repeats them for every output). A new-style
     Keras optimizer is built on every variable that can ever train (frozen ones included), so the
     same instance can be reused after `set_backbone_trainable` + recompiling, keeping its slots
-    and iteration count (spec §6.1, §8.17). ``cosine_scale`` / ``cosine_margin`` (None: the
-    head's usual margin) are used by margin heads only. Returns the training model.
+    and iteration count like the originals' single Adam (such an optimizer only ever updates the
+    variables it was built on). ``cosine_scale`` / ``cosine_margin`` (None: the head's usual
+    margin) are used by margin heads only. Returns the training model.
     """
     training_model = models.training_model if isinstance(models, ReIDModels) else models
     head = models.classifier_head if isinstance(models, ReIDModels) else "softmax"
@@ -324,9 +325,9 @@ def _is_theta(variable):
 
 def export_inference_model(models):
     """A standalone copy of the inference model without the adaptive-L2 θ variables and L2
-    losses, so ``save("x.h5")`` / ``keras.models.load_model(..., custom_objects=
-    applications.layers.CUSTOM_OBJECTS)`` round-trips (a model with θ attached to its layers has
-    more weights than its config rebuilds)."""
+    losses, so ``save("x.h5")`` / ``keras.models.load_model(...)`` round-trips (its custom layers
+    are registered serialisable; a model with θ attached to its layers has more weights than its
+    config rebuilds)."""
     source = models.inference_model if isinstance(models, ReIDModels) else models
     try:
         clone = keras.models.clone_model(source)

@@ -1,4 +1,4 @@
-"""FlipReID backbones built from tf2cv's own layer classes (spec §4.1), with last stride 1.
+"""FlipReID backbones built from tf2cv's own layer classes, with last stride 1.
 
 The units (``ResUnit``, ``IBNResUnit``, ``ResNeStAUnit``) and init blocks (``ResInitBlock``,
 ``SEInitBlock``) are imported from the installed tf2cv package, not copied. Only the stage
@@ -15,7 +15,7 @@ with ``set_weights``.
 from utils.tf_env import keras
 
 from applications import weights as weights_lib
-from applications.backbones import Backbone, make_preprocess_block
+from applications.backbone_base import Backbone, make_preprocess_block
 
 # name -> (family, units per stage, options); depth tables as in tf2cv's get_* functions.
 _SPECS = {

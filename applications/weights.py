@@ -2,7 +2,7 @@
 
 * tf2cv ``<name>-<error>-<sha1[:8]>.tf2.h5`` (Keras 2 ``save_weights`` of tf2cv's subclassed
   models): looked up in ``~/.tensorflow/models`` and otherwise fetched through
-  ``tf2cv.models.model_store.get_model_file`` (spec §8 item 24).
+  ``tf2cv.models.model_store.get_model_file``, as FlipReID does.
 * Keras ``*notop.h5`` files: looked up in ``$KERAS_HOME/models`` (default ``~/.keras/models``) and
   otherwise fetched with ``tf.keras.utils.get_file`` from Keras' URL, hash-checked.
 

@@ -4,7 +4,7 @@
         [--backbones MobileNetV3Small resnet50] [--sizes 128x64 256x128] [--images 2048]
 
 Builds the inference model of solution.py (random weights, FlipReID head with two stripes,
-last stride 1) and runs `datasets.pipeline.extract_features` (JPEG decoding in worker
+last stride 1) and runs `pipeline.feature_extraction.extract_features` (JPEG decoding in worker
 threads, batches of 64 prefetched) over the first ``--images`` gallery images of Market-1501
 (or random JPEGs written to a temporary folder when the dataset is absent), with and without
 the flip in evaluation. ``model only`` times the compiled model on an in-memory batch: when the two are
@@ -68,7 +68,7 @@ def model_only_speed(model, height, width, batch_size, flip, repeats=5):
 
 
 def main():
-    from datasets.pipeline import extract_features
+    from pipeline.feature_extraction import extract_features
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root_folder_path", default=os.path.join(REPO_ROOT, "..", "shared",
                                                                    "datasets"))

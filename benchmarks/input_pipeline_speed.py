@@ -1,6 +1,6 @@
 """Training input pipeline throughput (images/s) on the real Market-1501 train split.
 
-Measures ``datasets.pipeline.make_training_dataset`` end to end (sampler -> decode/resize ->
+Measures ``pipeline.training_input.make_training_dataset`` end to end (sampler -> decode/resize ->
 augmentation -> tf.data float32 batches) for each combination of image size, augmentation on/off
 and image cache on/off. With the cache on, one warm-up pass fills it first, so the number is the
 steady state of every epoch after the first; with the cache off every image is decoded each time.
@@ -18,9 +18,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from utils.tf_env import tf  # noqa: E402,F401  (sets up TF before the pipeline imports it)
 import datasets  # noqa: E402
-from datasets.augmentation import FlipReIDAugmentor  # noqa: E402
-from datasets.pipeline import make_training_dataset  # noqa: E402
-from datasets.sampler import PKSampler  # noqa: E402
+from pipeline.augmentation import FlipReIDAugmentor  # noqa: E402
+from pipeline.training_input import make_training_dataset  # noqa: E402
+from pipeline.sampler import PKSampler  # noqa: E402
 
 
 def measure(train_df, image_height, image_width, augment, cache, batches, workers, warmup_batches):

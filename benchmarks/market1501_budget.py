@@ -20,30 +20,37 @@ import time
 
 REPOSITORY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Shared by every configuration: MobileNetV3Small from scratch at Market's native 128x64,
-# PK 16x4, warm-up + cosine fitted to the budget, evaluation only at the (fitted) last epoch.
-COMMON_FLAGS = {
-    "dataset_name": "Market1501", "backbone_model_name": "MobileNetV3Small",
-    "backbone_weights": "none", "image_height": 128, "image_width": 64,
-    "backbone_last_stride": 2, "freeze_backbone_for_N_epochs": 0, "epoch_num": 1000,
-    "steps_per_epoch": 200, "evaluate_testing_every_N_epochs": 1000,
-    "learning_rate_mode": "warmup_cosine", "learning_rate_base": 1e-3,
-    "learning_rate_lower_bound": 2e-5, "learning_rate_warmup_epochs": 3,
-    # Label smoothing 0.1: without it, 20 minutes scored higher (32.1 against 28.4) but 60
-    # minutes lower (39.4 against 41.3): the softmax loss fell to 0.01 (benchmarks/README.md).
-    # Average pooling: GeM (the originals' default) gave 46.9 in the hour, with fewer epochs.
-    "label_smoothing": 0.1, "triplet_loss_weight": 0.1, "pooling_mode": "Average",
-    "batch_normalization_momentum": 0.9, "use_horizontal_flipping_in_evaluation": True,
-    # A short from-scratch schedule underfits: without patch replacement and random erasing
-    # (pad, crop and flip remain) it scored 28.4 mAP against 21.7 at 0.5 / 0.5 and 19.1 at
-    # FlipReID's 0.8 / 0.8 (20-minute budget, benchmarks/README.md).
-    "patch_replacement_probability": 0.0, "random_erasing_probability": 0.0,
-    "workers": 2, "seed": 0,
-    # AdamW's decoupled weight decay: 41.3 -> 47.0 mAP in the hour (0.5; 1.0 gave 49.5 against
-    # 48.8 in a same-speed pair); a CosFace head ranked on the BNNeck features: 49.8, then 48.2
-    # to 50.1 (mean 49.3) in four fresh-clone runs with 1.0 (benchmarks/README.md).
-    "weight_decay": 1.0, "classifier_head": "cosface", "evaluation_feature": "bnneck",
-}
+# The CPU budget recipe, shared by every configuration: MobileNetV3Small from scratch at
+# Market's native 128x64, PK 16x4, warm-up + cosine fitted to the budget, evaluation only at the
+# (fitted) last epoch. The file says why each value was chosen; --minutes and --config set the
+# budget and the flip inside the model.
+sys.path.insert(0, REPOSITORY_PATH)
+from training.config import FLAG_NAMES  # noqa: E402  (TensorFlow-free)
+
+RECIPE_PATH = os.path.join(REPOSITORY_PATH, "configs", "market1501_cpu_budget.flags")
+SET_BY_THIS_SCRIPT = ("time_budget_minutes", "use_horizontal_flipping_inside_model")
+
+
+def read_flag_file(path):
+    """``{flag name: value}`` of an absl flag file (``--name=value``, ``--name``, ``--noname``)."""
+    values = {}
+    with open(path) as file:
+        for line in file:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, separator, value = line.lstrip("-").partition("=")
+            if separator:
+                values[name] = value
+            elif name.startswith("no") and name[2:] in FLAG_NAMES:
+                values[name[2:]] = False
+            else:
+                values[name] = True
+    return values
+
+
+COMMON_FLAGS = {name: value for name, value in read_flag_file(RECIPE_PATH).items()
+                if name not in SET_BY_THIS_SCRIPT}
 CONFIGS = {
     # FlipReID: flip inside the model, flipping loss, adaptive L2.
     "flipreid": {"use_horizontal_flipping_inside_model": True},

@@ -116,8 +116,8 @@ def _cpu_seconds():
 def _worker(method, num_query, num_gallery, dim, out_path):
     """Run one method in this (child) process and print a JSON line of measurements."""
     from metrics.re_ranking import exact_distance_matrix, re_ranking, re_ranking_features
-    import metrics.re_ranking_sparse as sparse
-    from metrics.re_ranking_matrices import re_ranking_sparse
+    import metrics.re_ranking_from_features as sparse
+    from metrics.re_ranking_from_matrices import re_ranking_sparse
 
     qf, gf, q_pids, g_pids, q_cams, g_cams = make_problem(num_query, num_gallery, dim)
     result = dict(base_mb=_peak_mb())

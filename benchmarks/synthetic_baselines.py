@@ -12,7 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.baseline import evaluate_colour_histogram_baseline, random_ranking_baseline  # noqa
+from datasets import load_accumulated_info_of_dataset  # noqa: E402
+from metrics.baselines import evaluate_colour_histogram_baseline, random_ranking_baseline  # noqa: E402
 
 
 def main():
@@ -20,9 +21,11 @@ def main():
     parser.add_argument("--root_folder_path", default="data")
     parser.add_argument("--dataset_name", default="Synthetic")
     arguments = parser.parse_args()
+    _, query_df, gallery_df, _ = load_accumulated_info_of_dataset(arguments.root_folder_path,
+                                                                  arguments.dataset_name)
     for name, function in (("random ranking", random_ranking_baseline),
                            ("colour histogram", evaluate_colour_histogram_baseline)):
-        result = function(arguments.root_folder_path, arguments.dataset_name)
+        result = function(query_df, gallery_df)
         print(json.dumps({"baseline": name, "dataset": arguments.dataset_name,
                           "mAP": round(float(result["mAP"]), 4),
                           "rank-1": round(float(result["cmc"][0]), 4),

@@ -22,7 +22,7 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from utils.tf_env import keras, tf  # noqa: E402
+from utils.tf_env import tf  # noqa: E402
 
 MEMORY_BATCHES = 40
 
@@ -37,28 +37,22 @@ def median_and_range(values):
     return "{:.0f} ({:.0f} to {:.0f})".format(np.median(values), min(values), max(values))
 
 
-def compiled_training_model(options, num_classes, **compile_kwargs):
-    """The budget benchmark's training model for ``options``, compiled as solution.py does."""
-    from types import SimpleNamespace
+def compiled_training_model(config, num_classes, **compile_kwargs):
+    """The training model of ``config`` (a `RunConfig`), compiled as solution.py does."""
+    from training.trainer import Trainer
 
-    from applications.reid_model import compile_training_model
-    from training import run
-    from training.optimizer import make_optimizer
-
-    models = run.build_models(options, SimpleNamespace(num_classes=num_classes))
-    compile_training_model(models, make_optimizer(options.weight_decay,
-                                                   options.learning_rate_base),
-                           label_smoothing=options.label_smoothing,
-                           cosine_scale=options.cosine_scale, cosine_margin=options.cosine_margin,
-                           loss_weights=run.loss_weights(models, options), **compile_kwargs)
-    return models.training_model
+    trainer = Trainer(config)
+    trainer.build_models(num_classes)
+    trainer.build_optimizer()
+    return trainer.compile(**compile_kwargs)
 
 
 def main():
     import solution
-    from datasets.pipeline import make_training_dataset
     from market1501_budget import COMMON_FLAGS, CONFIGS, command_line
-    from training import run
+    from training.config import RunConfig
+    from training.trainer import Trainer
+    from utils.seeding import seed_everything
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root_folder_path", required=True)
@@ -69,16 +63,13 @@ def main():
                        root_folder_path=arguments.root_folder_path)
     solution.FLAGS(["solution.py"] + command_line(flag_values) +
                    [argument for argument in extra if argument != "--"])
-    options = run.validate_options(solution.FLAGS.flag_values_dict())
-    run.seed_everything(options.seed)
-    data = run.load_data(options)
+    options = RunConfig.from_flag_values(solution.FLAGS.flag_values_dict())
+    seed_everything(options.run.seed)
+    trainer = Trainer(options)
+    data = trainer.build_data()
     model = compiled_training_model(options, data.num_classes)
-    augmentor = run.make_augmentor(options) if options.use_data_augmentation_in_training else None
-    live = make_training_dataset(
-        data.train_df["image_file_path"].tolist(), data.labels, data.sampler,
-        options.image_height, options.image_width, augmentor=augmentor, workers=options.workers,
-        cache_images=options.cache_images, seed=options.seed)
-    batch_size = options.identity_num_per_batch * options.image_num_per_identity
+    live = trainer.build_training_dataset()
+    batch_size = options.batch_size
     held = list(live.take(MEMORY_BATCHES))
     memory = tf.data.Dataset.from_tensor_slices((tf.stack([images for images, _ in held]),
                                                  tf.stack([labels for _, labels in held])))
@@ -99,7 +90,8 @@ def main():
           "median (range) | fit on {} batches in memory |".format(MEMORY_BATCHES))
     print("|---|---|---|---|---|---|")
     print("| {} | {}x{} | {} | {:.0f} | {} | {} |".format(
-        options.backbone_model_name, options.image_height, options.image_width, batch_size,
+        options.model.backbone_model_name, options.data.image_height, options.data.image_width,
+        batch_size,
         loader, median_and_range(speeds["live"]), median_and_range(speeds["memory"])))
 
 

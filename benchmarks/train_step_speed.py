@@ -41,14 +41,14 @@ VARIANTS = [
 
 def bare_keras_model(options):
     backbone = keras.applications.MobileNetV3Small(
-        input_shape=(options.image_height, options.image_width, 3), include_top=False,
+        input_shape=options.input_shape, include_top=False,
         weights=None)
     tensor = keras.layers.GlobalAveragePooling2D()(backbone.output)
     tensor = keras.layers.BatchNormalization()(tensor)
     probabilities = keras.layers.Dense(NUM_CLASSES, activation="softmax",
                                        use_bias=False)(tensor)
     model = keras.Model(backbone.input, probabilities)
-    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate_base),
+    model.compile(optimizer=keras.optimizers.Adam(options.solver.learning_rate_base),
                   loss="sparse_categorical_crossentropy")
     return model
 
@@ -57,7 +57,8 @@ def main():
     import solution
     from market1501_budget import COMMON_FLAGS, CONFIGS, command_line
     from train_input_speed import compiled_training_model, images_per_second, median_and_range
-    from training import run
+    from training.config import RunConfig
+    from utils.seeding import seed_everything
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="Timed steps per round.")
@@ -75,7 +76,7 @@ def main():
     flag_values = dict(COMMON_FLAGS, **CONFIGS["no_flip_inside"], root_folder_path=REPO_ROOT)
     solution.FLAGS(["solution.py"] + command_line(flag_values))
     base = solution.FLAGS.flag_values_dict()
-    run.seed_everything(0)
+    seed_everything(0)
 
     variants = VARIANTS[:1] if arguments.extras_only else list(VARIANTS)
     for value in filter(None, arguments.identities_per_batch.split(",")):
@@ -84,11 +85,10 @@ def main():
                          {"identity_num_per_batch": int(value)}))
     models, batch_sizes = {}, {}
     for name, overrides in variants:
-        variant_options = run.validate_options(dict(base, **overrides))
+        variant_options = RunConfig.from_flag_values(dict(base, **overrides))
         models[name] = compiled_training_model(variant_options, NUM_CLASSES)
-        batch_sizes[name] = (variant_options.identity_num_per_batch
-                             * variant_options.image_num_per_identity)
-    options = run.validate_options(base)
+        batch_sizes[name] = variant_options.batch_size
+    options = RunConfig.from_flag_values(base)
     if arguments.xla:
         models["re-ID model, two stripes, adaptive L2, `jit_compile=True` (XLA)"] = \
             compiled_training_model(options, NUM_CLASSES, jit_compile=True)
@@ -101,14 +101,15 @@ def main():
         models["bare Keras MobileNetV3Small + pooling + BN + classifier, cross-entropy only"] = \
             bare_keras_model(options)
 
-    batch_size = options.identity_num_per_batch * options.image_num_per_identity
+    batch_size = options.batch_size
+    height, width, images_per_identity = (options.data.image_height, options.data.image_width,
+                                          options.data.image_num_per_identity)
     batch_sizes = {name: batch_sizes.get(name, batch_size) for name in models}
     generator = np.random.default_rng(0)
     datasets_by_size = {}
     for size in sorted(set(batch_sizes.values())):  # one batch per size, shared by its models
-        images = generator.integers(0, 256, (size, options.image_height, options.image_width, 3))
-        labels = np.repeat(np.arange(size // options.image_num_per_identity),
-                           options.image_num_per_identity)
+        images = generator.integers(0, 256, (size, height, width, 3))
+        labels = np.repeat(np.arange(size // images_per_identity), images_per_identity)
         datasets_by_size[size] = tf.data.Dataset.from_tensors(
             (images.astype("float32"), labels)).repeat()
     datasets = {name: datasets_by_size[size] for name, size in batch_sizes.items()}
@@ -123,7 +124,7 @@ def main():
                 steps * batch_sizes[name]))
 
     print("| model ({} {}x{}, batch {}, {} cores) | train images/s, median (range) |".format(
-        options.backbone_model_name, options.image_height, options.image_width, batch_size,
+        options.model.backbone_model_name, height, width, batch_size,
         os.cpu_count()))
     print("|---|---|")
     for name, values in speeds.items():

@@ -61,7 +61,7 @@ class Evaluator(keras.callbacks.Callback):
             (epoch + 1) % self.every_N_epochs == 0 or (epoch + 1) == self.epoch_num)
 
     def extract(self, data_frame):
-        from datasets.pipeline import extract_features
+        from pipeline.feature_extraction import extract_features
         return extract_features(self.inference_model, data_frame["image_file_path"].tolist(),
                                 self.image_height, self.image_width,
                                 batch_size=self.batch_size,

@@ -5,7 +5,7 @@ Each DataFrame has the columns ``image_file_path`` (absolute path), ``identity_I
 ``OrderedDict(identity_ID=LabelEncoder)`` fitted on the train identities only. The expected folder layout of
 each dataset is described in ``datasets/README.md`` and repeated in every layout error.
 
-The loaders are imported lazily so that ``import datasets.sampler`` etc. stay light (no pandas/sklearn).
+The loaders are imported lazily so that ``import pipeline.sampler`` etc. stay light (no pandas/sklearn).
 """
 import importlib
 

@@ -1,4 +1,4 @@
-"""DukeMTMC-reID (Zheng et al., ICCV 2017): Market-style folders, names PPPP_cX_fFFFFFFF.jpg (spec §2.2)."""
+"""DukeMTMC-reID (Zheng et al., ICCV 2017): Market-style folders, names PPPP_cX_fFFFFFFF.jpg."""
 from datasets.common import find_dataset_folder, load_split_folders
 
 DATASET_NAME = "DukeMTMC_reID"

@@ -1,4 +1,4 @@
-"""Market-1501 (Zheng et al., ICCV 2015): bounding_box_train / query / bounding_box_test (spec §2.1)."""
+"""Market-1501 (Zheng et al., ICCV 2015): bounding_box_train / query / bounding_box_test."""
 from datasets.common import find_dataset_folder, load_split_folders
 
 DATASET_NAME = "Market1501"

@@ -1,4 +1,4 @@
-"""MSMT17 (Wei et al., CVPR 2018): image folders plus list files (spec §2.3).
+"""MSMT17 (Wei et al., CVPR 2018): image folders plus list files.
 
 ``MSMT17`` is the V2 release (faces blurred) in ``MSMT17_V2/{mask_train_v2,mask_test_v2}``; ``MSMT17_V1`` is
 the first release in ``MSMT17_V1/{train,test}``. Both have list files whose lines read

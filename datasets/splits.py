@@ -1,4 +1,4 @@
-"""Test-set subsampling (spec §2.4) and the validation split (spec §2.5), with scikit-learn's splitters.
+"""Test-set subsampling (``testing_size``) and the validation split, with scikit-learn's splitters.
 
 Both reproduce the original programs' calls (same splitter, ``random_state=0``, same index bookkeeping), so the
 same inputs give the same subsets. Returned DataFrames have a fresh RangeIndex; row order is the splitter's.
@@ -18,7 +18,7 @@ def _normalise_size(size, name):
 
 
 def apply_testing_size(query_df, gallery_df, testing_size):
-    """Keep a random subset of the test identities in query and gallery (spec §2.4).
+    """Keep a random subset of the test identities in query and gallery.
 
     ``testing_size``: 0 -> ``(None, None)`` (no test evaluation); 1 -> inputs returned unchanged; a fraction in
     (0, 1) -> that fraction of the identities; > 1 -> ``int(testing_size)`` identities (note: 1 < size < 2 becomes
@@ -59,7 +59,7 @@ def _stratified_split(dataframe, test_size, what):
 
 
 def split_validation(train_df, validation_size, query_num, gallery_num):
-    """``(train_df, valid_query_df, valid_gallery_df)`` carved from the training data (spec §2.5).
+    """``(train_df, valid_query_df, valid_gallery_df)`` carved from the training data.
 
     ``validation_size`` 0 -> ``(train_df, None, None)``. Otherwise a StratifiedShuffleSplit (by identity,
     ``random_state=0``, ``int()`` when > 1; 1 means train = valid = all) gives train / valid; valid is split again

@@ -21,7 +21,7 @@ and junk images (identity ``-1``, dropped by the loader). File names are
 
 Difficulty (default size, seed 0: 1,941 train images of 150 identities; 421 queries and
 1,298 gallery images of 150 other identities plus 100 distractors): random ranking scores
-1.1% mAP (1.2% rank-1), the colour-histogram baseline of ``utils.baseline`` 11.5% mAP
+1.1% mAP (1.2% rank-1), the colour-histogram baseline of ``metrics.baselines`` 11.5% mAP
 (22.8% rank-1), and a small 7-layer CNN trained from scratch for 5 minutes on CPU with
 softmax cross-entropy 53% mAP (67% rank-1).
 

@@ -2,7 +2,7 @@
 
 Equals ``keras.losses.categorical_crossentropy(one_hot(y), p, label_smoothing=ls)``: smoothed target
 ``onehot*(1-ls) + ls/C``; probabilities renormalised to sum 1 and clipped to ``[1e-7, 1-1e-7]``
-before the log (spec §5). The one-hot matrix is never built, so labels stay (B,) integers.
+before the log. The one-hot matrix is never built, so labels stay (B,) integers.
 
 Also the margin softmax losses on cosines (`MarginCrossEntropy`: CosFace, ArcFace).
 """

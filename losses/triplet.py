@@ -1,4 +1,4 @@
-"""Batch-hard triplet loss of Hermans et al. (spec §5), soft margin by default."""
+"""Batch-hard triplet loss of Hermans et al., soft margin by default."""
 from utils.tf_env import tf, keras
 from losses.labels import to_sparse_labels
 

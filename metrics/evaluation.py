@@ -1,6 +1,6 @@
 """CMC / mAP / mINP under the Market-1501 (and CUHK03 single-shot) protocols.
 
-Protocol (spec §7.3, deep-person-reid semantics):
+Protocol (deep-person-reid's ``rank_cy.pyx``, which both originals use):
 
 * For each query, gallery entries with the same identity AND the same camera are removed;
   everything else (other identities, distractors with pid 0, junk -1 if present) is kept.
@@ -161,7 +161,7 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20,
 
 def compute_CMC_mAP(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20,
                     use_metric_cuhk03=False, **kwargs):
-    """``(cmc float32[max_rank], mAP float)`` — the original API (spec §7.3).
+    """``(cmc float32[max_rank], mAP float)`` — the originals' ``compute_CMC_mAP`` API.
 
     Same protocol as :func:`evaluate_rank` (keyword options are passed through).
     """

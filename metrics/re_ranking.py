@@ -1,20 +1,20 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), distance-matrix form (spec §7.2).
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), distance-matrix form.
 
 ``re_ranking`` is the reference: it follows the published NumPy algorithm (Houjing Huang's
 distance-matrix version) step by step and holds several dense (Q+G)^2 arrays: ~23 bytes per
 (Q+G)^2 pair with its inputs (8.5 GB at Market-1501 size, ~200 GB at MSMT17 size).
 
-For real evaluations use ``re_ranking_features`` (from ``metrics.re_ranking_sparse``, re-exported
+For real evaluations use ``re_ranking_features`` (from ``metrics.re_ranking_from_features``, re-exported
 here): the same output from features, yielded in query chunks, with sparse neighbour sets
 (no (Q+G)^2 array; ~0.9 GB peak at Market-1501 size). Given the three distance matrices
-instead, ``re_ranking_sparse`` (from ``metrics.re_ranking_matrices``) is the drop-in: same
+instead, ``re_ranking_sparse`` (from ``metrics.re_ranking_from_matrices``) is the drop-in: same
 arguments and output, about 20x faster with a fifth of the memory.
 """
 import numpy as np
 
-from metrics.re_ranking_sparse import (exact_distance_matrix, re_ranking_features,  # noqa: F401
+from metrics.re_ranking_from_features import (exact_distance_matrix, re_ranking_features,  # noqa: F401
                                        re_ranking_features_dense, validate_parameters)
-from metrics.re_ranking_matrices import check_distance_matrices, re_ranking_sparse  # noqa: F401
+from metrics.re_ranking_from_matrices import check_distance_matrices, re_ranking_sparse  # noqa: F401
 
 __all__ = ["re_ranking", "re_ranking_sparse", "re_ranking_features",
            "re_ranking_features_dense", "exact_distance_matrix"]
@@ -23,7 +23,7 @@ __all__ = ["re_ranking", "re_ranking_sparse", "re_ranking_features",
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """Reference k-reciprocal re-ranking; returns the (Q, G) float32 re-ranked distances.
 
-    Steps (spec §7.2): full (Q+G)^2 matrix, squared, each column divided by its max and
+    Steps: full (Q+G)^2 matrix, squared, each column divided by its max and
     transposed; ``initial_rank = argsort``; k-reciprocal set R(i, k1) from the k1+1 nearest;
     expansion by each member's R(c, round(k1/2)) when more than 2/3 of it lies in R(i, k1);
     weights exp(-d) normalised per row -> V; query expansion (mean of V over the k2 nearest,

@@ -1,4 +1,4 @@
-"""Augmentation (spec §3.2, §3.3): every step is shown to take effect with the exact values."""
+"""FlipReID / AdaptiveL2 augmentation: every step is shown to take effect with the exact values."""
 import collections
 
 import albumentations as A
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.augmentation import (AdaptiveL2Augmentor, FlipReIDAugmentor, RandomErasing,
+from pipeline.augmentation import (AdaptiveL2Augmentor, FlipReIDAugmentor, RandomErasing,
                                    RandomGrayscalePatchReplacement)
 
 H, W = 64, 32
@@ -140,7 +140,7 @@ def test_erasing_fills_a_rectangle_with_the_truncated_colour(fill, expected):
 
 
 def reference_rectangles(rng, n, height, width):
-    """Spec §3.2 sampling written out independently (numpy Generator, first accepted attempt)."""
+    """Rectangle sampling written out independently (numpy Generator, first accepted attempt)."""
     shapes = []
     while len(shapes) < n:
         for _ in range(100):

@@ -101,7 +101,7 @@ def test_tf2cv_blocks_match_tf2cv_model(resnet18):
     from tf2cv.models.resnet import resnet18 as tf2cv_resnet18
     reference = tf2cv_resnet18(pretrained=False)
     x = _image()
-    # torch-mode preprocessing written out (spec §3.4).
+    # torch-mode preprocessing written out.
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     y_reference = ((x / 255.0 - mean) / std).astype("float32")
     np.testing.assert_allclose(resnet18.blocks[0](x).numpy(), y_reference, rtol=1e-5, atol=1e-5)

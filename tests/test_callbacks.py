@@ -86,18 +86,16 @@ def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):
 
 def test_checkpoint_of_another_classifier_head_is_refused(tmp_path):
     # Cosine and softmax classifiers have kernels of the same shape, so only the metadata tells.
-    from types import SimpleNamespace
+    from conftest import make_config
     from callbacks.checkpoint import load_model_weights, save_model_weights
-    from training.run import checkpoint_metadata
-    options = SimpleNamespace(backbone_model_name="MobileNetV3Small", image_height=64,
-                              image_width=32, region_num=2, pooling_mode="GeM",
-                              use_adaptive_l1_l2_regularizer=True, backbone_last_stride=1,
-                              classifier_head="cosface")
+    config = make_config(backbone_model_name="MobileNetV3Small", image_height=64, image_width=32,
+                         classifier_head="cosface")
+    metadata = dict(config.checkpoint_metadata_values, num_classes=3)
+    assert metadata["classifier_head"] == "cosface" and metadata["region_num"] == 2
     path = str(tmp_path / "training_model.h5")
-    save_model_weights(_tiny_model(3), path, checkpoint_metadata(options, 3))
-    options.classifier_head = "softmax"
+    save_model_weights(_tiny_model(3), path, metadata)
     with pytest.raises(ValueError, match="classifier_head"):
-        load_model_weights(_tiny_model(3), path, checkpoint_metadata(options, 3))
+        load_model_weights(_tiny_model(3), path, dict(metadata, classifier_head="softmax"))
 
 
 def test_model_selection_keeps_best_and_skips_nan(tmp_path):

@@ -433,8 +433,8 @@ def test_real_market1501():
         reference[folder_name] = names
     assert len(train_df) == 12936 and train_df["identity_ID"].nunique() == 751
     assert len(query_df) == 3368 and query_df["identity_ID"].nunique() == 750
-    # 750 test identities + the distractor identity 0 (spec §2.1 says 752; the release has 751, as torchreid
-    # reports and the listing above confirms).
+    # 750 test identities + the distractor identity 0 (752 is sometimes stated; the release has
+    # 751, as torchreid reports and the listing above confirms).
     assert len(gallery_df) == 15913 and gallery_df["identity_ID"].nunique() == 751
     assert (gallery_df["identity_ID"] == 0).sum() == 2798
     for df, folder_name in zip((train_df, query_df, gallery_df), ("bounding_box_train", "query",

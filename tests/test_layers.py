@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from utils.tf_env import tf, keras
-from applications.layers import (CUSTOM_OBJECTS, Clip, CosineClassifier, FlippingLoss,
+from applications.layers import (Clip, CosineClassifier, FlippingLoss,
                                  GlobalGeMPooling2D, HorizontalFlip, HorizontalStripe)
 
 
@@ -92,7 +92,7 @@ def test_layers_serialise_without_lambdas():
     merged = FlippingLoss(weight=0.5)([pooled[:1], pooled[1:]])
     model = keras.Model(image, merged)
     x = np.random.RandomState(3).uniform(0, 1, (2, 6, 4, 3)).astype("float32")
-    clone = keras.models.model_from_json(model.to_json(), custom_objects=CUSTOM_OBJECTS)
+    clone = keras.models.model_from_json(model.to_json())
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone(x).numpy(), model(x).numpy(), rtol=1e-6)
     assert "Lambda" not in model.to_json()
@@ -112,7 +112,7 @@ def test_cosine_classifier_gives_cosines_and_serialises():
     assert layer.kernel.name.endswith("kernel:0")  # decayed / regularised like a Dense kernel
     image = keras.Input((6,))
     model = keras.Model(image, CosineClassifier(3)(image))
-    clone = keras.models.model_from_json(model.to_json(), custom_objects=CUSTOM_OBJECTS)
+    clone = keras.models.model_from_json(model.to_json())
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone(features).numpy(), model(features).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="units"):

@@ -1,4 +1,4 @@
-"""Learning-rate schedule against the spec §6.2 values and formulas."""
+"""Learning-rate schedule against the originals' formulas and their default-setting values."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Triplet and cross-entropy losses against brute-force Python loops (spec §5)."""
+"""Triplet and cross-entropy losses against brute-force Python loops."""
 import math
 
 import numpy as np

@@ -18,8 +18,8 @@ def _options(**overrides):
 
 @pytest.fixture
 def validate():
-    from training.options import validate_options
-    return validate_options
+    from training.config import RunConfig
+    return RunConfig.from_flag_values
 
 
 def test_defaults_follow_the_originals():
@@ -87,8 +87,8 @@ def test_missing_root_folder(validate, tmp_path):
 def test_sizes_above_one_become_counts(validate, tmp_path):
     options = validate(_options(root_folder_path=str(tmp_path), testing_size=50.0,
                                 validation_size=0.25))
-    assert options.testing_size == 50 and isinstance(options.testing_size, int)
-    assert options.validation_size == 0.25
+    assert options.data.testing_size == 50 and isinstance(options.data.testing_size, int)
+    assert options.data.validation_size == 0.25
 
 
 def test_last_stride_and_time_budget_checks(validate, tmp_path):

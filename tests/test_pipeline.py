@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from utils.tf_env import tf, keras  # noqa: F401  (TF must come from utils.tf_env)
-from datasets.augmentation import FlipReIDAugmentor
-from datasets import pipeline
-from datasets.pipeline import (extract_features, make_inference_dataset, make_training_dataset,
-                               read_image)
-from datasets.sampler import PKSampler
+from pipeline.augmentation import FlipReIDAugmentor
+from pipeline import feature_extraction
+from pipeline.feature_extraction import extract_features, make_inference_dataset
+from pipeline.images import read_image
+from pipeline.training_input import make_training_dataset
+from pipeline.sampler import PKSampler
 
 H, W = 64, 32
 
@@ -182,9 +183,9 @@ def test_extract_features_traces_once_per_model_and_does_not_keep_it(image_files
     first = extract_features(model, image_files[:4], H, W, batch_size=2, progress=False)
     second = extract_features(model, image_files[:4], H, W, batch_size=2, progress=False)
     np.testing.assert_array_equal(first, second)
-    predict = pipeline._predict_function(model, H, W, False)
+    predict = feature_extraction._predict_function(model, H, W, False)
     assert predict.experimental_get_tracing_count() == 1
-    assert pipeline._predict_function(model, H, W, True) is not predict
+    assert feature_extraction._predict_function(model, H, W, True) is not predict
     reference = weakref.ref(model)
     del model, predict
     gc.collect()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-import metrics.re_ranking_sparse as sparse
-import metrics.re_ranking_matrices as sparse_matrices
+import metrics.re_ranking_from_features as sparse
+import metrics.re_ranking_from_matrices as sparse_matrices
 from metrics.re_ranking import (exact_distance_matrix, re_ranking, re_ranking_features,
                                 re_ranking_features_dense)
-from metrics.re_ranking_matrices import re_ranking_sparse
+from metrics.re_ranking_from_matrices import re_ranking_sparse
 
 
 def clustered(num_query, num_gallery, dim, num_ids, seed, offset=0.0, spread=0.5):

@@ -1,4 +1,4 @@
-"""Fixed and adaptive L2 (spec §4.5, §4.6) against hand computations and brute-force loops."""
+"""Fixed and adaptive L2 against hand computations and brute-force loops."""
 import numpy as np
 import pytest
 

@@ -1,9 +1,9 @@
-"""Re-ID head (spec §4.3, §4.7, §5) on a tiny fake backbone at 64x32."""
+"""Re-ID head (models, inference feature, losses) on a tiny fake backbone at 64x32."""
 import numpy as np
 import pytest
 
 from utils.tf_env import keras
-from applications.layers import CUSTOM_OBJECTS, HorizontalFlip
+from applications.layers import HorizontalFlip
 from applications.regularization import RegularizationConfig
 from applications.reid_model import (build_reid_models, compile_training_model,
                                      export_inference_model, load_training_weights,
@@ -270,6 +270,6 @@ def test_exported_inference_model_saves_and_loads_as_full_h5(tmp_path):
     assert not any("theta" in w.name for w in exported.weights) and exported.losses == []
     path = str(tmp_path / "inference_model.h5")
     exported.save(path)
-    loaded = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    loaded = keras.models.load_model(path, compile=False)
     x = images(2, seed=4)
     np.testing.assert_allclose(loaded(x).numpy(), models.inference_model(x).numpy(), rtol=1e-6)

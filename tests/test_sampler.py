@@ -1,11 +1,11 @@
-"""PKSampler (spec §3.1) checked against brute-force properties of the round structure."""
+"""PKSampler checked against brute-force properties of the round structure."""
 import collections
 import itertools
 
 import numpy as np
 import pytest
 
-from datasets.sampler import PKSampler
+from pipeline.sampler import PKSampler
 
 P, K = 4, 3
 
@@ -42,7 +42,7 @@ def test_batches_have_p_distinct_identities_times_k_consecutive_images():
 
 
 def brute_force_check_round(batches, identity_ids, balancing):
-    """Spec §3.1 round invariants, from the identity counts alone."""
+    """The originals' round invariants, from the identity counts alone."""
     counts = collections.Counter(identity_ids.tolist())
     sections = {i: c // K for i, c in counts.items() if c >= K}
     flat = batches.ravel().tolist()

@@ -72,21 +72,26 @@ def test_train_resume_and_evaluate_only(tiny_root, tmp_path):
     assert sorted(history["loss"]) == [0, 1, 2]
     trained = json.loads((run_folder / "test_metrics.json").read_text())
 
-    # With no validation split the last epoch is kept; evaluating it alone gives its metrics.
+    # With no validation split the last epoch is kept; evaluating it alone, with no flag but
+    # the checkpoint and the data (its config.json supplies the rest), gives its metrics.
     evaluation_output = tmp_path / "evaluation_only"
-    run_solution(tiny_root, evaluation_output, "--evaluation_only", "--pretrained_model_file_path",
-                 str(run_folder / "training_model.h5"), "--freeze_backbone_for_N_epochs", "0",
-                 *flags)
+    command = [sys.executable, os.path.join(REPOSITORY, "solution.py"), "--evaluation_only",
+               "--pretrained_model_file_path", str(run_folder / "training_model.h5"),
+               "--root_folder_path", tiny_root, "--output_folder_path", str(evaluation_output)]
+    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "Read the saved configuration" in result.stdout
     evaluated = json.loads(
         (evaluation_output / "Folder_MobileNetV3Small" / "test_metrics.json").read_text())
     for key in ("mAP", "rank-1", "rank-5", "mINP"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
 
-    # A checkpoint of another head is refused with the flag to fix.
+    # A model-shaping flag that contradicts the saved run is refused with the flag to fix.
     mismatch = run_solution(tiny_root, tmp_path / "mismatch", "--evaluation_only",
                             "--pretrained_model_file_path", str(run_folder / "training_model.h5"),
                             "--region_num", "1", check=False)
-    assert mismatch.returncode != 0 and "region_num" in mismatch.stderr
+    assert mismatch.returncode != 0 and "--region_num" in mismatch.stderr
 
 
 def test_bad_flags_stop_before_any_work(tiny_root, tmp_path):
@@ -98,3 +103,51 @@ def test_bad_flags_stop_before_any_work(tiny_root, tmp_path):
                           check=False)
     assert result.returncode != 0 and "--identity_num_per_batch" in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_deterministic_runs_repeat_exactly(tiny_root, tmp_path):
+    """Two seeded --deterministic runs give the same metrics, to the last digit."""
+    metrics = []
+    for name in ("first", "second"):
+        run_solution(tiny_root, tmp_path / name, "--deterministic", "--epoch_num", "1",
+                     "--freeze_backbone_for_N_epochs", "0", "--evaluate_testing_every_N_epochs",
+                     "1", "--batch_normalization_momentum", "0.5")
+        metrics.append(json.loads(
+            (tmp_path / name / "Folder_MobileNetV3Small" / "test_metrics.json").read_text()))
+    assert metrics[0] == metrics[1]
+
+
+def test_bad_images_are_named_before_the_first_step(tiny_root, tmp_path):
+    root = tmp_path / "root"
+    for split in ("train", "query", "gallery"):
+        os.makedirs(root / split)
+        for name in os.listdir(os.path.join(tiny_root, split)):
+            os.symlink(os.path.join(tiny_root, split, name), root / split / name)
+    train_names = sorted(os.listdir(root / "train"))
+    # Folder reads identity and camera from the file name's start ("0001_c1..."): keep it.
+    random_name = train_names[0].rsplit(".", 1)[0] + "_random.jpg"
+    empty_name = train_names[1].rsplit(".", 1)[0] + "_empty.jpg"
+    (root / "train" / random_name).write_bytes(os.urandom(300))
+    (root / "train" / empty_name).write_bytes(b"")
+    result = run_solution(str(root), tmp_path / "out", "--epoch_num", "1", check=False)
+    assert result.returncode != 0
+    assert random_name in result.stderr and empty_name in result.stderr
+    assert "2 of" in result.stderr and "Perform training" not in result.stdout
+
+
+def test_a_run_folder_held_by_a_live_process_is_refused(tiny_root, tmp_path):
+    import socket
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        run_folder = tmp_path / "out" / "Folder_MobileNetV3Small"
+        os.makedirs(run_folder)
+        from utils.run_lock import process_start_time
+        (run_folder / "run.lock").write_text(json.dumps({
+            "pid": holder.pid, "host": socket.gethostname(), "started": "earlier",
+            "process_start_time": process_start_time(holder.pid), "command": ["x"]}))
+        result = run_solution(tiny_root, tmp_path / "out", "--epoch_num", "1", check=False)
+        assert result.returncode != 0 and str(holder.pid) in result.stderr
+        assert "Perform training" not in result.stdout
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,4 +1,4 @@
-"""testing_size subsampling (spec §2.4) and the validation split (spec §2.5) against direct scikit-learn calls."""
+"""testing_size subsampling and the validation split against direct scikit-learn calls."""
 import math
 
 import numpy as np
@@ -26,7 +26,7 @@ def test_frames():
 
 
 def reference_testing_subset(query_df, gallery_df, test_size):
-    """The spec's procedure written out with a direct GroupShuffleSplit call."""
+    """The originals' procedure written out with a direct GroupShuffleSplit call."""
     accumulated = pd.concat([query_df, gallery_df], ignore_index=True)
     _, test_indexes = next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=0).split(
         accumulated, groups=accumulated["identity_ID"]))

@@ -18,7 +18,7 @@ import pytest
 
 from datasets import synthetic
 from datasets.market1501 import read_market_layout
-from utils import baseline
+from metrics import baselines as baseline
 
 NAME_RE = re.compile(r"^(?P<pid>\d{4}|-1)_c(?P<cam>[1-9])s(?P<seq>[1-6])_(?P<frame>\d{6})_"
                      r"(?P<box>\d{2})\.jpg$")
@@ -333,8 +333,9 @@ def test_random_ranking_and_histogram_levels(small_root):
 @pytest.mark.slow
 def test_default_dataset_levels(tmp_path):
     """Default dataset through the real loader: random ~1% and histograms ~12% mAP."""
-    root = str(tmp_path)
-    random_scores = baseline.random_ranking_baseline(root, "Synthetic")
-    histogram_scores = baseline.evaluate_colour_histogram_baseline(root, "Synthetic")
+    from datasets import load_accumulated_info_of_dataset
+    _, query_df, gallery_df, _ = load_accumulated_info_of_dataset(str(tmp_path), "Synthetic")
+    random_scores = baseline.random_ranking_baseline(query_df, gallery_df)
+    histogram_scores = baseline.evaluate_colour_histogram_baseline(query_df, gallery_df)
     assert random_scores["mAP"] < 0.03
     assert 0.06 < histogram_scores["mAP"] < 0.25

@@ -1,4 +1,4 @@
-"""Epoch-wise learning-rate schedule of FlipReID / AdaptiveL2 (spec §6.2); TF-free."""
+"""Epoch-wise learning-rate schedule, as FlipReID and AdaptiveL2 both define it; TF-free."""
 import math
 
 LEARNING_RATE_MODES = ("constant", "linear", "cosine", "warmup", "default", "warmup_cosine")
@@ -67,3 +67,29 @@ def learning_rate_schedule(epoch_index, mode="default", start=2e-4, end=2e-4, ba
 def _require(condition, message):
     if not condition:
         raise ValueError(message)
+
+
+class EpochSchedule:
+    """`learning_rate_schedule` with the solver's settings bound; ``epoch_num`` is its horizon,
+    which a time budget re-plans while training (so it is state of this object, not of the
+    configuration)."""
+
+    def __init__(self, mode="default", start=2e-4, end=2e-4, base=2e-4, warmup_epochs=10,
+                 steady_epochs=30, drop_factor=10.0, lower_bound=2e-6, epoch_num=200):
+        self.mode, self.start, self.end, self.base = mode, start, end, base
+        self.warmup_epochs, self.steady_epochs = warmup_epochs, steady_epochs
+        self.drop_factor, self.lower_bound, self.epoch_num = drop_factor, lower_bound, epoch_num
+
+    @classmethod
+    def from_solver(cls, solver):
+        """From the ``solver`` group of a `training.config.RunConfig` (its learning_rate_*)."""
+        return cls(solver.learning_rate_mode, solver.learning_rate_start,
+                   solver.learning_rate_end, solver.learning_rate_base,
+                   solver.learning_rate_warmup_epochs, solver.learning_rate_steady_epochs,
+                   solver.learning_rate_drop_factor, solver.learning_rate_lower_bound,
+                   solver.epoch_num)
+
+    def __call__(self, epoch_index, current_learning_rate=None):
+        return learning_rate_schedule(epoch_index, self.mode, self.start, self.end, self.base,
+                                      self.warmup_epochs, self.steady_epochs, self.drop_factor,
+                                      self.lower_bound, self.epoch_num)

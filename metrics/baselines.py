@@ -74,27 +74,18 @@ def random_ranking_scores(q_pids, g_pids, q_camids, g_camids, seed=0, max_rank=2
                          np.asarray(g_camids), max_rank=max_rank)
 
 
-def _test_splits(root_folder_path, dataset_name):
-    from datasets import load_accumulated_info_of_dataset
-
-    _, query_df, gallery_df, _ = load_accumulated_info_of_dataset(root_folder_path, dataset_name)
-    return query_df, gallery_df
-
-
-def random_ranking_baseline(root_folder_path, dataset_name, seed=0):
-    """Scores of a random ranking on the dataset's query/gallery split (mAP ~ chance level)."""
-    query_df, gallery_df = _test_splits(root_folder_path, dataset_name)
+def random_ranking_baseline(query_df, gallery_df, seed=0):
+    """Scores of a random ranking of a query/gallery split (DataFrames of a loader; mAP ~ chance)."""
     return random_ranking_scores(query_df["identity_ID"].values, gallery_df["identity_ID"].values,
                                  query_df["camera_ID"].values, gallery_df["camera_ID"].values,
                                  seed=seed)
 
 
-def evaluate_colour_histogram_baseline(root_folder_path, dataset_name, metric="cosine"):
+def evaluate_colour_histogram_baseline(query_df, gallery_df, metric="cosine"):
     """Scores (dict of ``metrics.evaluate_features``: cmc, mAP, mINP, ...) of the
-    colour-histogram baseline on the dataset's query/gallery split."""
+    colour-histogram baseline on a query/gallery split (DataFrames of a loader)."""
     from metrics import evaluate_features
 
-    query_df, gallery_df = _test_splits(root_folder_path, dataset_name)
     query_features = colour_histogram_features(query_df["image_file_path"])
     gallery_features = colour_histogram_features(gallery_df["image_file_path"])
     return evaluate_features(query_features, gallery_features, query_df["identity_ID"].values,

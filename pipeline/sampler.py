@@ -1,4 +1,4 @@
-"""P x K identity sampler for triplet-style training batches (spec §3.1, ``TrainDataSequence``).
+"""P x K identity sampler for triplet-style training batches (the originals' ``TrainDataSequence``).
 
 The sampler works on row indices of the training DataFrame; the caller maps indices to image paths
 and labels. Identities with fewer than K images are never sampled (they still count as classifier

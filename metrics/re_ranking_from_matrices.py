@@ -6,11 +6,11 @@ a time (as column blocks of the inputs, no big transposes) to keep each image's
 max(k1+1, k2)+1 nearest neighbours (threshold from per-group minima, then only the few
 candidate groups are sorted; rows with equal values across a cut that matters take the
 reference's own ``np.argsort`` order). Sets, weights, query expansion and Jaccard are the
-sparse code of ``metrics.re_ranking_sparse``. Memory: the inputs plus O(N·k + Q·G).
+sparse code of ``metrics.re_ranking_from_features``. Memory: the inputs plus O(N·k + Q·G).
 """
 import numpy as np
 
-from metrics.re_ranking_sparse import (LAST_RUN_STATS, _PhaseClock, _jaccard_numerator,
+from metrics.re_ranking_from_features import (LAST_RUN_STATS, _PhaseClock, _jaccard_numerator,
                                        _row_work, _steps, _weights, validate_parameters)
 
 _MATRIX_ROWS = 256  # rows of the normalised (N, N) matrix materialised at a time

@@ -1,7 +1,7 @@
 """Fast k-reciprocal re-ranking without the reference's dense (Q+G)^2 work arrays.
 
 ``re_ranking_features(query, gallery, ...)`` works from features, for sizes whose distance
-matrices do not fit in memory (MSMT17); ``metrics.re_ranking_matrices.re_ranking_sparse`` is the
+matrices do not fit in memory (MSMT17); ``metrics.re_ranking_from_matrices.re_ranking_sparse`` is the
 drop-in for the reference's three distance matrices and reuses the sparse steps here.
 
 ``re_ranking_features`` reproduces the reference ``metrics.re_ranking.re_ranking`` fed with the

@@ -1,10 +1,10 @@
-"""Training-time image augmentation (spec §3.2 FlipReID, §3.3 AdaptiveL2), on albumentations 2.x.
+"""Training-time image augmentation of FlipReID and AdaptiveL2, on albumentations 2.x.
 
 Both augmentors take and return uint8 HxWx3 RGB images of the configured size; no normalization
 happens here. Randomness comes from one private generator pair per augmentor (``seed=None`` means
 fresh OS entropy), never from global ``np.random``.
 
-albumentations 2.x notes (spec §8 item 26):
+albumentations 2.x notes (both originals were written against the 1.x API):
 - Built-in transforms are created with ``strict=True`` so that 1.x argument names (``value=``,
   ``always_apply=``), which 2.x would otherwise only warn about and ignore, raise instead.
 - ``Compose(seed=s)`` seeds *every* transform with the same ``s``, so their random streams are
@@ -21,12 +21,15 @@ from albumentations.core.transforms_interface import BaseTransformInitSchema
 from pydantic import Field
 
 __all__ = ["RandomGrayscalePatchReplacement", "RandomErasing", "sample_erasing_rectangle",
-           "FlipReIDAugmentor", "AdaptiveL2Augmentor", "AUGMENTOR_NAMES"]
+           "FlipReIDAugmentor", "AdaptiveL2Augmentor", "AUGMENTOR_NAMES",
+           "IMAGE_AUGMENTOR_NAMES"]
 
 # FlipReID's pad colour (ImageNet mean * 255) and ALR's erasing colour (CIFAR mean * 255).
 FLIPREID_FILL = (123.68, 116.779, 103.939)
 ADAPTIVEL2_ERASING_FILL = tuple(float(v) * 255 for v in (0.4914, 0.4822, 0.4465))
 AUGMENTOR_NAMES = ("RandomErasingImageAugmentor", "BaseImageAugmentor")
+# --image_augmentor_name: FlipReID's pipeline, then the Adaptive L2 original's two.
+IMAGE_AUGMENTOR_NAMES = ("FlipReIDImageAugmentor",) + AUGMENTOR_NAMES
 
 
 def saturate_to_uint8(values):
@@ -40,7 +43,7 @@ def truncate_to_uint8(values):
 
 
 def sample_erasing_rectangle(rng, height, width, sl=0.02, sh=0.4, r1=0.3, max_attempt_num=100):
-    """Random-erasing rectangle sampling (Zhong et al.; spec §3.2 step 4).
+    """Random-erasing rectangle sampling (Zhong et al.), shared by patch replacement and erasing.
 
     Up to ``max_attempt_num`` attempts: area ~ U(sl, sh) * H*W, aspect ratio ~ U(r1, 1/r1),
     h = round(sqrt(area*ratio)), w = round(sqrt(area/ratio)); accepted if w < W and h < H, then
@@ -166,7 +169,7 @@ class _Augmentor:
         if image.dtype != np.uint8 or image.shape != expected:
             raise ValueError(f"{type(self).__name__} expects a uint8 RGB image of shape {expected}, got "
                              f"{image.dtype} {image.shape}; read images with "
-                             f"datasets.pipeline.read_image(path, {expected[0]}, {expected[1]}).")
+                             f"pipeline.images.read_image(path, {expected[0]}, {expected[1]}).")
         return np.asarray(self.transforms(image=image)["image"], dtype=np.uint8)
 
     def __repr__(self):
@@ -174,7 +177,7 @@ class _Augmentor:
 
 
 class FlipReIDAugmentor(_Augmentor):
-    """FlipReID ``ImageAugmentor`` (spec §3.2): pad with the ImageNet-mean colour, random crop,
+    """FlipReID ``ImageAugmentor``: pad with the ImageNet-mean colour, random crop,
     horizontal flip, grayscale patch replacement, random erasing."""
 
     def __init__(self, image_height, image_width, patch_replacement_probability=0.8,
@@ -197,7 +200,7 @@ class FlipReIDAugmentor(_Augmentor):
 
 
 class AdaptiveL2Augmentor(_Augmentor):
-    """AdaptiveL2 ``RandomErasingImageAugmentor`` / ``BaseImageAugmentor`` (spec §3.3): horizontal
+    """AdaptiveL2 ``RandomErasingImageAugmentor`` / ``BaseImageAugmentor``: horizontal
     flip first, pad ``padding_length/2`` black pixels per side, random crop, then (RandomErasing
     variant only) random erasing with the CIFAR-mean colour (125, 122, 113)."""
 

@@ -1,0 +1,111 @@
+"""Checks every configuration value before any work starts; errors name the flag and the
+allowed values. The allowed values are the implementing modules' own constants."""
+import os
+
+from applications import BACKBONE_NAMES, backbone_min_input_size
+from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES, POOLING_MODES
+from datasets import DATASET_NAMES
+from losses.classification import MAX_MARGIN
+from pipeline.augmentation import IMAGE_AUGMENTOR_NAMES
+from training.config import OptionError
+from utils.learning_rate import LEARNING_RATE_MODES
+
+CHOICES = {"dataset_name": DATASET_NAMES, "backbone_model_name": BACKBONE_NAMES,
+           "pooling_mode": POOLING_MODES, "learning_rate_mode": LEARNING_RATE_MODES,
+           "image_augmentor_name": IMAGE_AUGMENTOR_NAMES, "classifier_head": CLASSIFIER_HEADS,
+           "evaluation_feature": EVALUATION_FEATURES}
+POSITIVE = ("image_height", "image_width", "identity_num_per_batch", "image_num_per_identity",
+            "steps_per_epoch", "workers", "augmentation_num", "cosine_scale")
+NON_NEGATIVE = ("region_num", "freeze_backbone_for_N_epochs", "epoch_num", "testing_size",
+                "validation_size", "label_smoothing", "flipping_loss_weight",
+                "triplet_loss_weight", "weight_decay", "evaluate_testing_every_N_epochs",
+                "evaluate_validation_every_N_epochs", "time_budget_minutes",
+                "kernel_regularization_factor", "bias_regularization_factor",
+                "gamma_regularization_factor", "beta_regularization_factor")
+PROBABILITIES = ("patch_replacement_probability", "random_erasing_probability",
+                 "label_smoothing")
+
+
+def validate(values):
+    """Returns a checked, normalised copy of the flat ``{flag name: value}``."""
+    values = dict(values)
+    for name, allowed in CHOICES.items():
+        if values[name] not in allowed:
+            raise OptionError("--{}={!r} is not supported; allowed values: {}.".format(
+                name, values[name], ", ".join(allowed)))
+    for name in POSITIVE + NON_NEGATIVE:
+        value = values[name]
+        if value < 0 or (value == 0 and name in POSITIVE):
+            raise OptionError("--{} must be {} (got {}).".format(
+                name, "> 0" if name in POSITIVE else ">= 0", value))
+    for name in PROBABILITIES:
+        if not 0 <= values[name] <= 1:
+            raise OptionError("--{} must be in [0, 1] (got {}).".format(name, values[name]))
+    _check_ranges(values)
+    _check_input_size(values)
+    # The originals' convention: sizes above 1 are absolute counts.
+    for name in ("testing_size", "validation_size"):
+        values[name] = int(values[name]) if values[name] > 1 else values[name]
+    if not values["use_data_augmentation_in_evaluation"] and values["augmentation_num"] != 1:
+        print("Set augmentation_num to 1 since use_data_augmentation_in_evaluation is False.")
+        values["augmentation_num"] = 1
+    _check_run(values)
+    return values
+
+
+def _check_ranges(values):
+    margin = values["cosine_margin"]
+    if margin is not None and not 0 <= margin < MAX_MARGIN:
+        raise OptionError("--cosine_margin must be in [0, pi/2 = {:.4f}) (got {}).".format(
+            MAX_MARGIN, margin))
+    momentum = values["batch_normalization_momentum"]
+    if momentum is not None and not 0 <= momentum < 1:
+        raise OptionError("--batch_normalization_momentum must be in [0, 1) (got {}).".format(
+            momentum))
+    if values["min_value"] is not None and values["max_value"] is not None and \
+            values["min_value"] >= values["max_value"]:
+        raise OptionError("--min_value ({}) must be below --max_value ({}).".format(
+            values["min_value"], values["max_value"]))
+    if values["backbone_last_stride"] not in (1, 2):
+        raise OptionError("--backbone_last_stride must be 1 (re-ID default) or 2 (the "
+                          "backbone's own), got {}.".format(values["backbone_last_stride"]))
+    if values["deterministic"] and values["seed"] is None:
+        raise OptionError("--deterministic needs --seed (unseeded runs differ anyway).")
+
+
+def _check_input_size(values):
+    height, width = values["image_height"], values["image_width"]
+    min_height, min_width = backbone_min_input_size(values["backbone_model_name"])
+    if height < min_height or width < min_width:
+        raise OptionError(
+            "--image_height x --image_width = {}x{} is below the minimum {}x{} of "
+            "--backbone_model_name {}.".format(height, width, min_height, min_width,
+                                               values["backbone_model_name"]))
+    # The backbones reduce the height 16 times with last stride 1, 32 times with 2.
+    rows = height // (16 * values["backbone_last_stride"])
+    if values["region_num"] > 0 and rows < values["region_num"]:
+        raise OptionError(
+            "--region_num {} needs at least {} feature-map rows, but --image_height {} gives "
+            "only about {}. Lower --region_num or raise --image_height.".format(
+                values["region_num"], values["region_num"], height, rows))
+
+
+def _check_run(values):
+    if values["evaluation_only"]:
+        if not values["pretrained_model_file_path"]:
+            raise OptionError("--evaluation_only needs --pretrained_model_file_path (the "
+                              "training_model.h5 of a training run).")
+        if values["testing_size"] != 1:
+            raise OptionError("--evaluation_only evaluates the full test set: pass "
+                              "--testing_size 1.0 (got {}).".format(values["testing_size"]))
+    path = values["pretrained_model_file_path"]
+    if path and not os.path.isfile(path):
+        raise OptionError("--pretrained_model_file_path {!r} does not exist.".format(path))
+    weights = values["backbone_weights"]
+    if weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
+        raise OptionError("--backbone_weights must be imagenet, none or an existing .h5 file "
+                          "(got {!r}).".format(weights))
+    if values["dataset_name"] != "Synthetic" and not os.path.isdir(values["root_folder_path"]):
+        raise OptionError("--root_folder_path {!r} is not a folder. Point it at the folder "
+                          "that holds the dataset folder (e.g. the parent of "
+                          "Market-1501-v15.09.15).".format(values["root_folder_path"]))
