@@ -31,3 +31,15 @@ def make_config(**overrides):
     from training.config import RunConfig
     overrides.setdefault("root_folder_path", os.path.dirname(os.path.abspath(__file__)))
     return RunConfig.from_flag_values(default_config_values(**overrides))
+
+
+def make_tiny_folder_dataset(root, **generator_arguments):
+    """A small synthetic dataset under ``root`` in the "Folder" layout (train/query/gallery
+    links to the generated Market-style folders); returns ``root`` as a string."""
+    from datasets.synthetic import generate_dataset
+    generated = os.path.join(str(root), "generated")
+    generate_dataset(generated, **generator_arguments)
+    for split, folder in (("train", "bounding_box_train"), ("query", "query"),
+                          ("gallery", "bounding_box_test")):
+        os.symlink(os.path.join(generated, folder), os.path.join(str(root), split))
+    return str(root)

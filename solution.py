@@ -16,7 +16,7 @@ if "--verbose_tensorflow" in sys.argv:  # read before TensorFlow loads and logs
     os.environ["REID_VERBOSE_TENSORFLOW"] = "1"
 from utils.tf_env import tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
-from absl import app  # noqa: E402
+from absl import app, logging  # noqa: E402
 
 from training import config as run_config  # noqa: E402
 from training.flags import FLAGS  # noqa: E402
@@ -25,6 +25,8 @@ from utils.seeding import seed_everything  # noqa: E402
 
 
 def main(_):
+    if not FLAGS.verbose_tensorflow:
+        logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines, e.g. at each checkpoint
     try:
         run_solution()
     except (ValueError, FileNotFoundError, FloatingPointError) as error:

@@ -6,7 +6,7 @@ Two naming families are accepted by ``--backbone_model_name``:
   layer classes (``applications.tf2cv_backbones``), ImageNet weights = tf2cv's ``.tf2.h5`` files;
 * Keras applications (AdaptiveL2): ``ResNet50``, ``ResNet101``, ``ResNet152``, the V2 ResNets and
   the small CPU-friendly ``MobileNetV3Small``, ``MobileNetV3Large``, ``MobileNetV2``,
-  ``EfficientNetV2B0``
+  ``EfficientNetV2B0`` and the larger ``EfficientNetV2S`` / ``EfficientNetV2M``
   (``applications.keras_backbones``), ImageNet weights = Keras' ``*notop.h5`` files.
 
 Every backbone takes the RAW RGB float image (0..255). Its first block, ``preprocess_input``, does

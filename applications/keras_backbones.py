@@ -1,4 +1,5 @@
-"""Backbones from ``tf.keras.applications``: AdaptiveL2's ResNets and small CPU models.
+"""Backbones from ``tf.keras.applications``: AdaptiveL2's ResNets, small CPU models and the
+EfficientNetV2 family (B0, S, M).
 
 Construction, public API only:
 1. build the Keras application (``include_top=False, weights=None``) for the requested input;
@@ -41,8 +42,20 @@ def _mobilenet_v3(constructor, model_type, file_hash):
                 origin=_KERAS_URL + "mobilenet_v3/" + file_name, file_hash=file_hash)
 
 
+def _efficientnet_v2(constructor, variant, file_hash, mode):
+    """EfficientNetV2 ``variant`` ("b0", "s", "m"): Keras' ``efficientnetv2-<variant>_notop.h5``.
+
+    Units are ``stem_`` and ``block<stage><letter>_``; the strided units are the stem and the
+    first block of stages 2, 3, 4 and 6 (V2-M's stage 7 keeps stage 6's resolution), all with
+    ``same`` padding, so ``last_stride=1`` only sets ``block6a``'s stride to 1.
+    """
+    file_name = "efficientnetv2-{}_notop.h5".format(variant)
+    return dict(constructor=constructor, kwargs=dict(include_preprocessing=True), mode=mode,
+                unit_pattern=r"^(block\d+[a-z]_|stem_)", file_name=file_name,
+                origin=_KERAS_URL + "efficientnet_v2/" + file_name, file_hash=file_hash)
+
+
 _MOBILENET_V2_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-_EFFICIENTNET_V2_B0_FILE = "efficientnetv2-b0_notop.h5"
 
 # mode = what the preprocessing computes; for MobileNetV3/EfficientNetV2 Keras' own layers do it.
 _SPECS = {
@@ -66,11 +79,14 @@ _SPECS = {
         constructor=a.MobileNetV2, kwargs=dict(alpha=1.0), mode="tf",
         unit_pattern=r"^(block_\d+_|Conv1$)", file_name=_MOBILENET_V2_FILE,
         origin=_KERAS_URL + "mobilenet_v2/" + _MOBILENET_V2_FILE, file_hash=None),
-    "EfficientNetV2B0": lambda a: dict(
-        constructor=a.EfficientNetV2B0, kwargs=dict(include_preprocessing=True), mode="torch",
-        unit_pattern=r"^(block\d+[a-z]_|stem_)", file_name=_EFFICIENTNET_V2_B0_FILE,
-        origin=_KERAS_URL + "efficientnet_v2/" + _EFFICIENTNET_V2_B0_FILE,
-        file_hash="893217f2bb855e2983157299931e43ff"),
+    # B0: Keras' Rescaling(1/255) + Normalization(ImageNet mean/std) = "torch".
+    "EfficientNetV2B0": lambda a: _efficientnet_v2(a.EfficientNetV2B0, "b0",
+                                                   "893217f2bb855e2983157299931e43ff", "torch"),
+    # S / M: Keras' Rescaling(1/128, offset=-1), i.e. x/128 - 1 (nearest mode: "tf", x/127.5 - 1).
+    "EfficientNetV2S": lambda a: _efficientnet_v2(a.EfficientNetV2S, "s",
+                                                  "af0682fb74e8c54910f2d4393339c070", "tf"),
+    "EfficientNetV2M": lambda a: _efficientnet_v2(a.EfficientNetV2M, "m",
+                                                  "1b8dc055df72dde80d614482840fe342", "tf"),
 }
 NAMES = sorted(_SPECS)
 

@@ -28,6 +28,8 @@ from applications.layers import (Clip, CosineClassifier, FlippingLoss, GlobalGeM
 from applications.regularization import (RegularizationConfig, attach_regularizers,
                                          regularization_factors)
 from losses.classification import MARGIN_KINDS, CategoricalCrossEntropy, MarginCrossEntropy
+from applications.training_model import ReIDTrainingModel
+from losses.circle import CircleLoss
 from losses.triplet import BatchHardTripletLoss
 
 POOLING_MODES = ("GeM", "Average", "Max")
@@ -35,6 +37,7 @@ CLASSIFIER_HEADS = ("softmax",) + MARGIN_KINDS
 EVALUATION_FEATURES = ("embedding", "bnneck")
 EMBEDDING_SUFFIX = "_embedding"
 SOFTMAX_SUFFIX = "_softmax"
+CIRCLE_SUFFIX = "_circle"  # the same embedding again, for the pairwise circle loss
 
 
 @dataclasses.dataclass
@@ -65,6 +68,12 @@ class ReIDModels:
     @property
     def softmax_output_names(self):
         return [name + SOFTMAX_SUFFIX for name in self.branch_names]
+
+    @property
+    def circle_output_names(self):
+        """The circle-loss outputs (present when built with ``circle_loss=True``)."""
+        return [name for name in self.training_model.output_names
+                if name.endswith(CIRCLE_SUFFIX)]
 
     def gem_powers(self):
         """``{"<gem layer name>_power": p}`` (FlipReID's per-epoch log keys)."""
@@ -130,8 +139,12 @@ def _resolve_input_shape(backbone, input_shape):
 def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", min_value=0.0,
                       max_value=1.0, use_horizontal_flipping_inside_model=False,
                       flipping_loss_weight=1.0, regularization=None, input_shape=None,
-                      classifier_head="softmax", evaluation_feature="embedding", verbose=True):
+                      classifier_head="softmax", evaluation_feature="embedding", verbose=True,
+                      circle_loss=False):
     """Build the feature/inference/classification/training models (see module docstring).
+
+    ``circle_loss``: the training model also outputs each branch's embedding as
+    ``<branch>_circle``, so the circle loss gets its own weight and log key.
 
     ``regularization``: a `RegularizationConfig` (attached to the feature and classification
     models before the training model is assembled) or None for no weight regularisation.
@@ -223,7 +236,10 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
                for name, tensor in zip(branch_names, merged)]
     outputs += [keras.layers.Activation("linear", name=name + SOFTMAX_SUFFIX)(tensor)
                 for name, tensor in zip(branch_names, merged_probabilities)]
-    training_model = keras.Model(training_image, outputs, name="training_model")
+    if circle_loss:
+        outputs += [keras.layers.Activation("linear", name=name + CIRCLE_SUFFIX)(tensor)
+                    for name, tensor in zip(branch_names, merged)]
+    training_model = ReIDTrainingModel(training_image, outputs, name="training_model")
 
     backbone_blocks = blocks[:-1] + [global_block] + ([regional_block] if regional_block else [])
     return ReIDModels(
@@ -269,13 +285,18 @@ def load_training_weights(models, path):
 
 
 def training_losses(training_model, label_smoothing=0.0, margin="soft", classifier_head="softmax",
-                    cosine_scale=30.0, cosine_margin=None):
-    """``{output name: loss}``: batch-hard triplet on ``*_embedding``, CE on ``*_softmax`` (the
-    margin CE on the cosines of a "cosface" / "arcface" head)."""
+                    cosine_scale=30.0, cosine_margin=None, hard_factor=0.0, circle_margin=0.25,
+                    circle_gamma=128.0):
+    """``{output name: loss}``: batch-hard triplet on ``*_embedding`` (``margin`` "soft" or a
+    number, ``hard_factor`` for harder example mining), CE on ``*_softmax`` (the margin CE on
+    the cosines of a "cosface" / "arcface" head), the pairwise circle loss on ``*_circle``."""
     losses = {}
     for name in training_model.output_names:
         if name.endswith(EMBEDDING_SUFFIX):
-            losses[name] = BatchHardTripletLoss(margin=margin, name=f"{name}_triplet")
+            losses[name] = BatchHardTripletLoss(margin=margin, hard_factor=hard_factor,
+                                                name=f"{name}_triplet")
+        elif name.endswith(CIRCLE_SUFFIX):
+            losses[name] = CircleLoss(circle_margin, circle_gamma, name=f"{name}_loss")
         elif name.endswith(SOFTMAX_SUFFIX) and classifier_head == "softmax":
             losses[name] = CategoricalCrossEntropy(label_smoothing=label_smoothing,
                                                    name=f"{name}_cross_entropy")
@@ -283,13 +304,14 @@ def training_losses(training_model, label_smoothing=0.0, margin="soft", classifi
             losses[name] = MarginCrossEntropy(classifier_head, cosine_scale, cosine_margin,
                                               label_smoothing, name=f"{name}_{classifier_head}")
         else:
-            raise ValueError(f"Output {name!r} is neither an embedding nor a softmax output; "
+            raise ValueError(f"Output {name!r} is not an embedding, softmax or circle output; "
                              "pass a model from build_reid_models.")
     return losses
 
 
 def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft",
-                           cosine_scale=30.0, cosine_margin=None, **compile_kwargs):
+                           cosine_scale=30.0, cosine_margin=None, loss_options=None,
+                           **compile_kwargs):
     """Compile the training model with `training_losses` (each weight 1) + ``model.losses``.
 
     ``models``: the `ReIDModels`, or the ``training_model`` of a softmax-head one. Targets are
@@ -298,7 +320,8 @@ def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft"
     same instance can be reused after `set_backbone_trainable` + recompiling, keeping its slots
     and iteration count like the originals' single Adam (such an optimizer only ever updates the
     variables it was built on). ``cosine_scale`` / ``cosine_margin`` (None: the head's usual
-    margin) are used by margin heads only. Returns the training model.
+    margin) are used by margin heads only; ``loss_options`` are `training_losses`' other
+    keyword arguments (hard_factor, circle_margin, circle_gamma). Returns the training model.
     """
     training_model = models.training_model if isinstance(models, ReIDModels) else models
     head = models.classifier_head if isinstance(models, ReIDModels) else "softmax"
@@ -314,7 +337,8 @@ def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft"
         optimizer.build([variable for variable in training_model.variables if variable.trainable])
     training_model.compile(optimizer=optimizer,
                            loss=training_losses(training_model, label_smoothing, margin, head,
-                                                cosine_scale, cosine_margin),
+                                                cosine_scale, cosine_margin,
+                                                **(loss_options or {})),
                            **compile_kwargs)
     return training_model
 

@@ -95,12 +95,15 @@ class ResumeState:
     """Weights, optimizer slots, stage, epoch and best monitored value, in one TF checkpoint
     (written with CheckpointManager: the index file is updated only after the data exists)."""
 
-    def __init__(self, folder, model, optimizer):
+    def __init__(self, folder, model, optimizer, **extra):
+        """``extra``: more trackable state to keep (e.g. center losses and their optimizer);
+        None values are left out."""
         self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best")
+        extra = {name: value for name, value in extra.items() if value not in (None, [], {})}
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, stage=self.stage,
-                                              epoch=self.epoch, best=self.best)
+                                              epoch=self.epoch, best=self.best, **extra)
         self.manager = tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=2)
 
     @property

@@ -8,16 +8,51 @@ from utils.files import atomic_write
 from utils.tf_env import keras
 
 RANKS = (1, 5, 10, 20)
+# keyword arguments of metrics.evaluate_features that `evaluation_options` may set
+EVALUATION_OPTIONS = ("use_centroids", "query_expansion_k", "query_expansion_alpha",
+                      "query_expansion_times", "k1", "k2", "lambda_value")
 
 
-def log_key_prefix(split_name, metric, use_re_ranking):
-    """`test_cosine_False`: the originals' prefix of every evaluation log key."""
-    return "{}_{}_{}".format(split_name, metric, use_re_ranking)
+def check_evaluation_options(evaluation_options, metric="cosine"):
+    """A validated copy of ``evaluation_options`` (dict or None); ValueError otherwise."""
+    options = dict(evaluation_options or {})
+    unknown = sorted(set(options) - set(EVALUATION_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown evaluation option(s) {unknown}; use any of "
+                         f"{list(EVALUATION_OPTIONS)}")
+    from metrics.evaluation import check_options
+    check_options(metric=metric, **options)
+    return options
 
 
-def evaluation_logs(split_name, metric, use_re_ranking, result):
+def log_key_suffix(evaluation_options=None):
+    """What the evaluation options add to the log key prefix: "" when centroids and query
+    expansion are off (the originals' keys), else "_centroids" and/or "_aqe<k>", the latter
+    followed by "_alpha<alpha>" / "_times<rounds>" when those differ from 3.0 / 1.
+    Re-ranking parameters (k1, k2, lambda_value) add nothing, as before."""
+    options = dict(evaluation_options or {})
+    suffix = "_centroids" if options.get("use_centroids", False) else ""
+    k = int(options.get("query_expansion_k", 0))
+    if k > 0:
+        suffix += "_aqe{}".format(k)
+        alpha = float(options.get("query_expansion_alpha", 3.0))
+        if alpha != 3.0:
+            suffix += "_alpha{:g}".format(alpha)
+        rounds = int(options.get("query_expansion_times", 1))
+        if rounds != 1:
+            suffix += "_times{}".format(rounds)
+    return suffix
+
+
+def log_key_prefix(split_name, metric, use_re_ranking, suffix=""):
+    """`test_cosine_False` (the originals' prefix of every evaluation log key) + `suffix`
+    (``log_key_suffix`` of the evaluation options, e.g. `test_cosine_False_centroids_aqe10`)."""
+    return "{}_{}_{}{}".format(split_name, metric, use_re_ranking, suffix)
+
+
+def evaluation_logs(split_name, metric, use_re_ranking, result, suffix=""):
     """Flat log entries of one evaluation: rank-k accuracies, mAP and mINP (fractions)."""
-    prefix = log_key_prefix(split_name, metric, use_re_ranking)
+    prefix = log_key_prefix(split_name, metric, use_re_ranking, suffix)
     logs = {}
     cmc = np.asarray(result["cmc"])
     for rank in RANKS:
@@ -33,13 +68,20 @@ class Evaluator(keras.callbacks.Callback):
 
     Runs when `(epoch + 1) % every_N_epochs == 0` or at the last epoch (FlipReID's rule),
     before checkpointing callbacks that read the metrics.
+
+    `evaluation_options`: one dict of extra keyword arguments of `metrics.evaluate_features`
+    (keys in `EVALUATION_OPTIONS`: use_centroids, query_expansion_k, query_expansion_alpha,
+    query_expansion_times, k1, k2, lambda_value), so new options pass through without a new
+    argument here. It is checked at construction, before any training, and an unknown key
+    or bad value raises ValueError. Centroids and query expansion add `log_key_suffix` to
+    the log keys; with the options off (None or {}) the keys are the originals'.
     """
 
     def __init__(self, inference_model, split_name, query_df, gallery_df, image_height,
                  image_width, every_N_epochs, epoch_num, batch_size=64,
                  use_horizontal_flipping=False, use_re_ranking=False, metric="cosine",
                  output_folder_path=None, save_data_to_disk=False, max_rank=20,
-                 augmentor=None, augmentation_num=1):
+                 augmentor=None, augmentation_num=1, evaluation_options=None):
         super().__init__()
         self.inference_model = inference_model
         self.split_name = split_name
@@ -54,6 +96,8 @@ class Evaluator(keras.callbacks.Callback):
         self.save_data_to_disk = save_data_to_disk
         self.max_rank = max_rank
         self.augmentor, self.augmentation_num = augmentor, augmentation_num
+        self.evaluation_options = check_evaluation_options(evaluation_options, metric)
+        self.log_key_suffix = log_key_suffix(self.evaluation_options)
         self.last_result = None
 
     def is_due(self, epoch):
@@ -90,11 +134,12 @@ class Evaluator(keras.callbacks.Callback):
             query_features, gallery_features, arrays["query_identity_ID_array"],
             arrays["gallery_identity_ID_array"], arrays["query_camera_ID_array"],
             arrays["gallery_camera_ID_array"], metric=self.metric, max_rank=self.max_rank,
-            use_re_ranking=self.use_re_ranking)
+            use_re_ranking=self.use_re_ranking, **self.evaluation_options)
         print("Ranking {} queries against {} gallery images took {:.1f} s.".format(
             len(query_features), len(gallery_features), time.time() - start))
         self.last_result = result
-        return evaluation_logs(self.split_name, self.metric, self.use_re_ranking, result)
+        return evaluation_logs(self.split_name, self.metric, self.use_re_ranking, result,
+                               self.log_key_suffix)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.is_due(epoch):

@@ -1,6 +1,7 @@
-"""Batch-hard triplet loss of Hermans et al., soft margin by default."""
+"""Batch-hard triplet loss of Hermans et al., soft margin by default, with the optional "harder
+example mining" factor of person-reid-tiny-baseline (``hard_factor``)."""
 from utils.tf_env import tf, keras
-from losses.labels import to_sparse_labels
+from losses.labels import to_embedding_matrix, to_sparse_labels
 
 DISTANCE_EPSILON = 1e-12
 
@@ -15,6 +16,14 @@ def _check_margin(margin):
     return float(margin)
 
 
+def _check_hard_factor(hard_factor):
+    hard_factor = float(hard_factor)
+    # At 1 the negative term vanishes and above it flips sign: the loss would pull negatives in.
+    if not 0.0 <= hard_factor < 1.0:
+        raise ValueError(f"hard_factor must be in [0, 1) (0 = plain batch-hard), got {hard_factor}.")
+    return hard_factor
+
+
 def pairwise_euclidean_distances(embeddings):
     """``sqrt(sum((a_i - a_j)^2) + 1e-12)`` over all pairs, via explicit differences (exact, as in
     the reference; no |a|^2 + |b|^2 - 2ab cancellation)."""
@@ -22,19 +31,27 @@ def pairwise_euclidean_distances(embeddings):
     return tf.sqrt(tf.reduce_sum(tf.square(differences), axis=-1) + DISTANCE_EPSILON)
 
 
-def batch_hard_triplet_loss(labels, embeddings, margin="soft"):
-    """Per-sample loss (B,): for each anchor, furthest positive (self excluded) minus closest
-    negative, through ``softplus`` (``margin="soft"``) or ``max(diff + margin, 0)``.
+def batch_hard_triplet_loss(labels, embeddings, margin="soft", hard_factor=0.0):
+    """Per-sample loss (B,) of batch-hard mining with harder-example factor ``a = hard_factor``:
+
+        x_i = (1 + a) * max_p d(i, p) - (1 - a) * min_n d(i, n)
+        loss_i = softplus(x_i)              if margin == "soft"
+        loss_i = max(x_i + margin, 0)       if margin is a number >= 0
+
+    ``d`` is `pairwise_euclidean_distances`; positives exclude the anchor itself. The batch mean
+    is person-reid-tiny-baseline's ``TripletLoss(margin, hard_factor)``: it scales
+    ``dist_ap *= 1 + a`` and ``dist_an *= 1 - a``, then takes
+    ``MarginRankingLoss(dist_an, dist_ap, y=1) = mean(max(0, dist_ap - dist_an + margin))`` or
+    ``SoftMarginLoss(dist_an - dist_ap, y=1) = mean(log(1 + exp(dist_ap - dist_an)))`` of the
+    scaled distances. ``a = 0`` is plain batch-hard. (The baseline's distances differ by
+    ~1e-6: ``sqrt(max(|x|^2 + |y|^2 - 2xy, 1e-12))``, with the anchor among its positives.)
 
     ``labels``: identity indices (B,)/(B, 1) or one-hot (B, C). An anchor without negatives gets 0
     (without positives its furthest positive distance is 0, as in the reference).
     """
     margin = _check_margin(margin)
-    embeddings = tf.convert_to_tensor(embeddings)
-    if not embeddings.dtype.is_floating:
-        embeddings = tf.cast(embeddings, tf.float32)
-    if embeddings.shape.rank != 2:
-        raise ValueError(f"embeddings must be (B, D), got shape {embeddings.shape}.")
+    hard_factor = _check_hard_factor(hard_factor)
+    embeddings = to_embedding_matrix(embeddings)
     labels = to_sparse_labels(labels)
     distances = pairwise_euclidean_distances(embeddings)
     same_identity = tf.equal(tf.expand_dims(labels, 1), tf.expand_dims(labels, 0))
@@ -45,7 +62,7 @@ def batch_hard_triplet_loss(labels, embeddings, margin="soft"):
         distances * tf.cast(positive_mask, distances.dtype), axis=1)
     infinity = tf.fill(tf.shape(distances), tf.constant(float("inf"), distances.dtype))
     closest_negative = tf.reduce_min(tf.where(negative_mask, distances, infinity), axis=1)
-    difference = furthest_positive - closest_negative
+    difference = (1.0 + hard_factor) * furthest_positive - (1.0 - hard_factor) * closest_negative
     if margin == "soft":
         losses = tf.nn.softplus(difference)
     else:
@@ -57,14 +74,16 @@ def batch_hard_triplet_loss(labels, embeddings, margin="soft"):
 class BatchHardTripletLoss(keras.losses.Loss):
     """Keras loss wrapper (mean over the batch) of `batch_hard_triplet_loss`."""
 
-    def __init__(self, margin="soft", name="batch_hard_triplet_loss", **kwargs):
+    def __init__(self, margin="soft", hard_factor=0.0, name="batch_hard_triplet_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.margin = _check_margin(margin)
+        self.hard_factor = _check_hard_factor(hard_factor)
 
     def call(self, y_true, y_pred):
-        return batch_hard_triplet_loss(y_true, y_pred, margin=self.margin)
+        return batch_hard_triplet_loss(y_true, y_pred, margin=self.margin,
+                                       hard_factor=self.hard_factor)
 
     def get_config(self):
         config = super().get_config()
-        config.update(margin=self.margin)
+        config.update(margin=self.margin, hard_factor=self.hard_factor)
         return config

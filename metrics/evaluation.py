@@ -22,6 +22,8 @@ scanned to count the entries ranked before each of them (O(G log m) or a vectori
 O(G m), see ``metrics/rank_cy.pyx``), in the compiled ``metrics.rank_cy`` when built
 (``python setup.py build_ext --inplace``), else in NumPy (``metrics.rank_numpy``).
 """
+import numbers
+
 import numpy as np
 
 from metrics import distances as _distances
@@ -181,31 +183,93 @@ def auto_chunk_size(num_gallery, memory_budget=DEFAULT_MEMORY_BUDGET, bytes_per_
     return max(block, rows // block * block)
 
 
+RE_RANKING_DEFAULTS = dict(k1=20, k2=6, lambda_value=0.3)
+
+
+def check_options(metric="cosine", use_centroids=False, query_expansion_k=0,
+                  query_expansion_alpha=3.0, query_expansion_times=1, k1=20, k2=6,
+                  lambda_value=0.3):
+    """Raise ValueError for an evaluation option outside its domain (see ``evaluate_features``).
+
+    Callers that evaluate later (the Keras evaluator) use it to fail before training starts.
+    """
+    if metric not in _distances.METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {_distances.METRICS}")
+    if not isinstance(use_centroids, (bool, np.bool_)):
+        raise ValueError(f"use_centroids must be True or False, got {use_centroids!r}")
+    if isinstance(query_expansion_k, bool) or not isinstance(query_expansion_k, numbers.Integral) \
+            or query_expansion_k < 0:
+        raise ValueError(f"query_expansion_k must be an integer >= 0 (0 = no query expansion), "
+                         f"got {query_expansion_k!r}")
+    from metrics import query_expansion
+    from metrics.re_ranking_from_features import validate_parameters
+
+    query_expansion.check_parameters(max(int(query_expansion_k), 1), query_expansion_alpha,
+                                     query_expansion_times)
+    validate_parameters(k1, k2, lambda_value)
+
+
 def evaluate_features(query_features, gallery_features, q_pids, g_pids, q_camids, g_camids,
                       metric="cosine", max_rank=20, use_re_ranking=False, re_ranking_kwargs=None,
                       chunk_size=None, *, use_metric_cuhk03=False, cuhk03_seed=0,
-                      memory_budget=DEFAULT_MEMORY_BUDGET, backend="auto", num_threads=0):
+                      memory_budget=DEFAULT_MEMORY_BUDGET, backend="auto", num_threads=0,
+                      use_centroids=False, query_expansion_k=0, query_expansion_alpha=3.0,
+                      query_expansion_times=1, k1=20, k2=6, lambda_value=0.3):
     """Evaluate features without ever holding the full (Q, G) distance matrix.
 
     Query rows are processed in chunks: distances of the chunk to the whole gallery, then
     per-query ranks; only per-query statistics are kept. Metrics are identical to
     ``evaluate_rank(compute_distance_matrix(q, g, metric), ...)``.
 
+    Steps, each optional: (1) gallery centroids, (2) query expansion, (3) re-ranking, then
+    the ranking of the queries against the (possibly transformed) gallery.
+
     Args:
         metric: "cosine" or "euclidean" (see :func:`metrics.compute_distance_matrix`).
         chunk_size: query rows per chunk; None picks it from ``memory_budget`` (bytes,
             default 256 MiB for one float32 chunk). Rounded up to a multiple of
             ``metrics.distances.ROW_BLOCK`` (128).
+        use_centroids: rank the queries against per-(identity, camera) gallery centroids
+            (``metrics.centroids.compute_centroids``: junk dropped, each distractor its own
+            centroid; the centroid of the query's identity and camera is excluded). With the
+            cosine metric the queries are L2-normalised too, so that query expansion mixes
+            queries and unit-length centroids on one scale (the ranking itself does not
+            change). ``cmc`` is then clipped to the number of centroids.
+        query_expansion_k: 0 = off; k > 0 = alpha-weighted average query expansion with k
+            neighbours (``metrics.query_expansion.average_query_expansion``, fast-reid's
+            rule) applied to the queries and the gallery (the centroids, with
+            ``use_centroids``), ``query_expansion_times`` rounds with exponent
+            ``query_expansion_alpha``.
         use_re_ranking: rank with k-reciprocal re-ranked distances from
-            ``metrics.re_ranking.re_ranking_features`` (``re_ranking_kwargs``: k1, k2,
-            lambda_value, ... forwarded to it; an explicit ``chunk_size`` is forwarded
-            too, otherwise re-ranking picks its own memory-bounded chunks).
+            ``metrics.re_ranking.re_ranking_features`` of the (expanded) queries and the
+            (expanded) gallery or centroids, with ``k1``, ``k2``, ``lambda_value``.
+            ``re_ranking_kwargs`` (older spelling) is forwarded too and may set any of them
+            unless the explicit argument is also changed from its default (ValueError); an
+            explicit ``chunk_size`` is forwarded too, otherwise re-ranking picks its own
+            memory-bounded chunks.
     Returns ``dict(cmc, mAP, mINP, num_valid_queries)`` as :func:`evaluate_rank`.
     """
+    check_options(metric, use_centroids, query_expansion_k, query_expansion_alpha,
+                  query_expansion_times, k1, k2, lambda_value)
     qf, gf = _distances.check_features(query_features, gallery_features, metric)
     num_q, num_g = len(qf), len(gf)
     q_pids, g_pids, q_camids, g_camids = _check_labels(num_q, num_g, q_pids, g_pids, q_camids,
                                                        g_camids)
+    re_ranking_kwargs = _re_ranking_arguments(re_ranking_kwargs, k1=k1, k2=k2,
+                                              lambda_value=lambda_value)
+    if use_centroids:
+        from metrics.centroids import compute_centroids
+
+        gf, g_pids, g_camids, _ = compute_centroids(gf, g_pids, g_camids, metric)
+        num_g = len(gf)
+        if metric == "cosine":
+            qf = qf * _distances.row_statistics(qf, "cosine")[:, None]
+    if query_expansion_k:
+        from metrics.query_expansion import average_query_expansion
+
+        qf, gf = average_query_expansion(qf, gf, qe_k=int(query_expansion_k),
+                                         alpha=query_expansion_alpha,
+                                         qe_times=query_expansion_times)
     max_rank = _clip_max_rank(max_rank, num_g)
     kernel = _kernel(backend)
     block = _distances.ROW_BLOCK
@@ -238,6 +302,19 @@ def evaluate_features(query_features, gallery_features, q_pids, g_pids, q_camids
                                         out=buffer[:stop - start])
         rank(slice(start, stop), dist)
     return acc.result()
+
+
+def _re_ranking_arguments(re_ranking_kwargs, **explicit):
+    """re_ranking_kwargs completed with the explicit k1, k2, lambda_value."""
+    kwargs = dict(re_ranking_kwargs or {})
+    for name, value in explicit.items():
+        if name not in kwargs:
+            kwargs[name] = value
+        elif value != RE_RANKING_DEFAULTS[name]:
+            raise ValueError(f"{name} is given twice, as an argument ({value!r}) and in "
+                             f"re_ranking_kwargs ({kwargs[name]!r}); pass it only as the "
+                             f"argument")
+    return kwargs
 
 
 def _re_ranked_chunks(qf, gf, metric, chunk_size, re_ranking_kwargs):

@@ -42,7 +42,8 @@ def test_names_cover_both_families_and_small_models():
     for name in ["resnet50", "ibn_resnet50", "resnesta50", "resnet101", "resnet152",
                  "ibn_resnet101", "resnesta101", "ResNet50", "ResNet101", "ResNet152",
                  "ResNet50V2", "ResNet101V2", "ResNet152V2", "MobileNetV3Small",
-                 "MobileNetV3Large", "MobileNetV2", "EfficientNetV2B0"]:
+                 "MobileNetV3Large", "MobileNetV2", "EfficientNetV2B0", "EfficientNetV2S",
+                 "EfficientNetV2M"]:
         assert name in names
 
 
@@ -296,3 +297,123 @@ def test_last_block_copies_have_distinct_variable_names(name):
     assert len(set(names)) == len(names)
     assert not set(names) & {weight.name for weight in second.weights}
     assert not set(names) & {weight.name for weight in backbone.last_block.weights}
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNetV2-S / -M (Keras family), each built once at 64x32 from a weights file written here
+# ---------------------------------------------------------------------------------------------
+EFFICIENTNET_V2 = {  # name -> Keras notop weights file name
+    "EfficientNetV2S": "efficientnetv2-s_notop.h5",
+    "EfficientNetV2M": "efficientnetv2-m_notop.h5",
+}
+
+
+# M is the same code at about three times the build time: checked in the slow run only.
+@pytest.fixture(scope="module", params=[
+    "EfficientNetV2S", pytest.param("EfficientNetV2M", marks=pytest.mark.slow)])
+def efficientnet_v2(request, tmp_path_factory):
+    """(name, Keras reference model, its weights file, our backbone loaded from that file).
+
+    The reference is ``keras.applications.<name>(include_top=False, weights=None)`` with random
+    batch-norm weights and statistics (so no loaded value equals a fresh initial value), saved
+    under Keras' notop file name; the backbone (last stride 1) loads it via a local path.
+    """
+    name = request.param
+    reference = getattr(keras.applications, name)(include_top=False, weights=None,
+                                                  input_shape=(H, W, 3))
+    rng = np.random.default_rng(1)
+    for variable in reference.weights:
+        if any(key in variable.name for key in ("gamma", "beta", "moving_mean")):
+            variable.assign(rng.normal(0, 0.1, size=variable.shape) + (
+                1.0 if "gamma" in variable.name else 0.0))
+        elif "moving_variance" in variable.name:
+            variable.assign(rng.uniform(0.5, 1.5, size=variable.shape))
+    path = str(tmp_path_factory.mktemp("keras_efficientnet_v2") / EFFICIENTNET_V2[name])
+    reference.save_weights(path)
+    backbone = get_backbone(name, (H, W, 3), weights=path)
+    return name, reference, path, backbone
+
+
+def test_efficientnet_v2_s_m_blocks_last_stride_1_and_parameters(efficientnet_v2):
+    name, reference, path, backbone = efficientnet_v2
+    assert backbone.weights_path == path
+    assert [b.name for b in backbone.blocks] == [
+        "preprocess_input", "stem", "stage1", "stage2", "stage3", "stage4"]
+    # Cuts before the strided units block2a, block3a, block4a and block6a; last stride 1 keeps
+    # stage3's 1/16 resolution (64x32 -> 4x2).
+    channels = {"EfficientNetV2S": [24, 48, 64, 160, 1280],
+                "EfficientNetV2M": [24, 48, 80, 176, 1280]}[name]
+    sizes = [(32, 16), (16, 8), (8, 4), (4, 2), (4, 2)]
+    assert [tuple(b.output_shape[1:]) for b in backbone.blocks] == [(H, W, 3)] + [
+        size + (c,) for size, c in zip(sizes, channels)]
+    assert backbone.output_shape == (H // 16, W // 16, 1280) and backbone.feature_channels == 1280
+    assert backbone.last_block.get_layer("block6a_dwconv2").strides == (1, 1)
+    ours = {}
+    for block in backbone.blocks[1:]:
+        ours.update(_strides(block))
+    changed = {n for n, s in _strides(reference).items() if ours[n] != s}
+    assert changed == {"block6a_dwconv2"}
+    # The stride change keeps every weight: same parameter count as Keras' notop model, and the
+    # blocks partition its weights without duplicates.
+    assert sum(b.count_params() for b in backbone.blocks) == reference.count_params() == {
+        "EfficientNetV2S": 20331360, "EfficientNetV2M": 53150388}[name]
+    block_weights = [v for b in backbone.blocks for v in b.weights]
+    assert len({id(v) for v in block_weights}) == len(block_weights) == len(reference.weights)
+    # Keras' built-in preprocessing (include_preprocessing=True): Rescaling(1/128, offset=-1).
+    assert backbone.preprocessing_mode == "tf"
+    x = _image()
+    np.testing.assert_allclose(backbone.blocks[0](x).numpy(), x / 128.0 - 1.0, rtol=1e-5,
+                               atol=1e-5)
+    assert backbone(x, training=False).shape == (2, H // 16, W // 16, 1280)
+
+
+def test_efficientnet_v2_s_m_weights_file_round_trip(efficientnet_v2):
+    _, reference, _, backbone = efficientnet_v2
+    ours = {layer.name: layer for block in backbone.blocks for layer in block.layers}
+    count = 0
+    for layer in reference.layers:
+        if layer.weights:
+            for a, b in zip(ours[layer.name].get_weights(), layer.get_weights()):
+                np.testing.assert_array_equal(a, b)
+            count += 1
+    assert count > 100
+    # Up to the last block the strides are Keras', so our stage3 equals Keras' block6a input.
+    x = _image()
+    truncated = keras.Model(reference.input, reference.get_layer("block6a_expand_conv").input)
+    y = x
+    for block in backbone.blocks[:-1]:
+        y = block(y, training=False)
+    np.testing.assert_allclose(y.numpy(), truncated(x, training=False).numpy(), rtol=1e-3,
+                               atol=1e-3)
+
+
+def test_efficientnet_v2_s_m_last_block_copies(efficientnet_v2):
+    _, _, _, backbone = efficientnet_v2
+    original = backbone.last_block
+    first = backbone.make_last_block_copy("stage4_global_branch")
+    second = applications.clone_block(original, "_regional_branch")
+    assert (first.name, second.name) == ("stage4_global_branch", "stage4_regional_branch")
+    ids = [{id(v) for v in m.weights} for m in (original, first, second)]
+    assert ids[0].isdisjoint(ids[1]) and ids[0].isdisjoint(ids[2]) and ids[1].isdisjoint(ids[2])
+    names = [{v.name for v in m.weights} for m in (original, first, second)]
+    assert names[0].isdisjoint(names[1] | names[2]) and names[1].isdisjoint(names[2])
+    assert len(names[1]) == len(first.weights) == len(original.weights)
+    for copy in (first, second):  # equal initial values
+        for a, b in zip(copy.get_weights(), original.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    x = RNG.normal(size=(2,) + tuple(original.input_shape[1:])).astype("float32")
+    expected = original(x, training=False).numpy()
+    np.testing.assert_array_equal(first(x, training=False).numpy(), expected)
+    # Training one copy does not touch the other (or the original).
+    first.weights[0].assign(first.weights[0] + 1.0)
+    np.testing.assert_array_equal(second.weights[0].numpy(), original.weights[0].numpy())
+    np.testing.assert_array_equal(second(x, training=False).numpy(), expected)
+
+
+def test_efficientnet_v2_s_m_last_stride_2_matches_keras(efficientnet_v2):
+    name, reference, path, _ = efficientnet_v2
+    upstream = get_backbone(name, (H, W, 3), weights=path, last_stride=2)
+    assert tuple(upstream.last_block.output_shape[1:]) == (H // 32, W // 32, 1280)
+    x = _image()
+    np.testing.assert_allclose(upstream(x, training=False).numpy(),
+                               reference(x, training=False).numpy(), rtol=1e-3, atol=1e-3)

@@ -1,6 +1,7 @@
 """The frozen run configuration: grouping, immutability, config.json and reading it back."""
 import json
 import os
+import platform
 
 import pytest
 from absl import flags
@@ -122,3 +123,40 @@ def test_deterministic_needs_a_seed():
     with pytest.raises(OptionError, match="--seed"):
         make_config(deterministic=True)
     assert make_config(deterministic=True, seed=1).run.deterministic
+
+
+def _tensorflow_start_up_stderr(**environment):
+    import subprocess
+    import sys
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("TF_CPP_MIN_LOG_LEVEL", "REID_VERBOSE_TENSORFLOW")}
+    env.update(environment)
+    code = "from utils.tf_env import tf; print(float(tf.reduce_sum(tf.ones(3))))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            env=env, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "3.0", result.stderr
+    return result.stderr
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_asked_for():
+    assert _tensorflow_start_up_stderr() == ""
+    # Asked for, TensorFlow's own lines come through (on x86 it always reports oneDNN).
+    verbose = _tensorflow_start_up_stderr(REID_VERBOSE_TENSORFLOW="1")
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "oneDNN" in verbose
+
+
+def test_optimizer_and_milestone_flags():
+    config = make_config(optimizer="sgd", sgd_nesterov=True, learning_rate_mode="warmup_multistep",
+                         learning_rate_milestones=["70", " 40"], learning_rate_gamma=0.5)
+    assert config.solver.learning_rate_milestones == [40, 70]
+    from training.trainer import Trainer
+    trainer = Trainer(config)
+    assert trainer.schedule.milestones == (40, 70) and trainer.schedule.gamma == 0.5
+    with pytest.raises(OptionError, match="--learning_rate_milestones"):
+        make_config(learning_rate_milestones=["forty"])
+    with pytest.raises(OptionError, match="--sgd_momentum"):
+        make_config(sgd_momentum=1.0)
+    with pytest.raises(OptionError, match="--optimizer"):
+        make_config(optimizer="lamb")

@@ -1,5 +1,6 @@
 """Every recipe under configs/ parses with solution.py's flags, passes the checks and builds its
 model (at a tiny input size, without downloading weights)."""
+import csv
 import glob
 import os
 
@@ -7,7 +8,7 @@ import pytest
 from absl import flags
 
 import training.flags  # noqa: F401  (defines the flags)
-from conftest import make_config
+from conftest import make_config, make_tiny_folder_dataset
 from training.config import FLAG_NAMES, RunConfig
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +48,15 @@ def test_flag_file_parses_and_passes_the_checks(path):
 _BUILT = {}
 
 
-@pytest.mark.parametrize("path", FLAG_FILES, ids=os.path.basename)
+# ResNet101 / ResNet152 are the ResNet50 code with more blocks, at 2-3 times the build time.
+# The baselines' recipes build their models in the training test below.
+BUILT_BY_TRAINING = ("tiny_baseline_", "deep_efficient_reid_")
+BUILDS = [pytest.param(path, marks=pytest.mark.slow) if "resnet1" in os.path.basename(path)
+          else path for path in FLAG_FILES
+          if not os.path.basename(path).startswith(BUILT_BY_TRAINING)]
+
+
+@pytest.mark.parametrize("path", BUILDS, ids=os.path.basename)
 def test_flag_file_builds_its_model_at_a_tiny_size(path):
     from training.trainer import Trainer
     values, _ = parse_flag_file(path)
@@ -65,3 +74,49 @@ def test_flag_file_builds_its_model_at_a_tiny_size(path):
     assert models.training_model.outputs[-1].shape[-1] == 5
     adaptive_factors = models.regularization_factors()
     assert bool(adaptive_factors) == config.model.use_adaptive_l1_l2_regularizer
+
+
+# The seed baselines' recipes; each trains a few steps on tiny synthetic data. The CUHK03 recipe
+# is the Market-1501 one but for --dataset_name, which the tiny data replaces: it would train the
+# same model, so only its settings are compared.
+BASELINE_RECIPES = ["tiny_baseline_market1501_resnet50.flags",
+                    "deep_efficient_reid_market1501_ibn_resnet50.flags",
+                    "deep_efficient_reid_market1501_efficientnetv2s.flags"]
+SAME_BUT_DATASET = {"deep_efficient_reid_cuhk03_labeled_ibn_resnet50.flags":
+                    "deep_efficient_reid_market1501_ibn_resnet50.flags",
+                    "deep_efficient_reid_cuhk03_labeled_efficientnetv2s.flags":
+                    "deep_efficient_reid_market1501_efficientnetv2s.flags"}
+
+
+def test_recipes_that_differ_only_in_their_dataset():
+    for name, twin in SAME_BUT_DATASET.items():
+        values, _ = parse_flag_file(os.path.join(REPOSITORY, "configs", name))
+        twin_values, _ = parse_flag_file(os.path.join(REPOSITORY, "configs", twin))
+        differences = {key for key in values if values[key] != twin_values[key]}
+        assert differences == {"dataset_name"}, (name, differences)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder_dataset(tmp_path_factory):
+    return make_tiny_folder_dataset(
+        tmp_path_factory.mktemp("tiny_recipes"), seed=2, num_train_identities=8,
+        num_test_identities=6, num_cameras=2, train_images_per_identity=(2, 3),
+        gallery_images_per_camera=(1, 2), max_query_cameras=1, num_distractors=2, num_junk=1,
+        family_size=2)
+
+
+@pytest.mark.parametrize("name", BASELINE_RECIPES)
+def test_baseline_recipe_starts_training(name, tiny_folder_dataset, tmp_path):
+    from training.trainer import Trainer
+    values, _ = parse_flag_file(os.path.join(REPOSITORY, "configs", name))
+    values.update(dataset_name="Folder", root_folder_path=tiny_folder_dataset,
+                  output_folder_path=str(tmp_path), backbone_weights="none", image_height=64,
+                  image_width=32, identity_num_per_batch=4, image_num_per_identity=2,
+                  steps_per_epoch=2, epoch_num=1, freeze_backbone_for_N_epochs=0,
+                  testing_size=0, workers=1, seed=0)
+    config = RunConfig.from_flag_values(values)
+    Trainer(config).train()
+    with open(os.path.join(config.run_folder, "training_B", "history.csv")) as file:
+        history = next(csv.DictReader(file))
+    assert float(history["center_loss"]) > 0 and float(history["global_embedding_loss"]) > 0
+    assert os.path.isfile(os.path.join(config.run_folder, "training_model.h5"))

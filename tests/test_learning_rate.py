@@ -75,3 +75,21 @@ def test_warmup_cosine_hand_values():
     assert lr(25) == pytest.approx(1e-5) and lr(40) == pytest.approx(1e-5)
     values = [lr(e) for e in range(5, 26)]
     assert all(a > b for a, b in zip(values, values[1:]))
+
+
+def test_warmup_multistep_hand_values():
+    """The strong baseline's recipe: warm-up from base / 100 over 10 epochs, / 10 at 40 and 70."""
+    def lr(e, **overrides):
+        settings = dict(start=3.5e-6, base=3.5e-4, warmup_epochs=10, milestones=(40, 70),
+                        gamma=0.1, lower_bound=1e-8)
+        settings.update(overrides)
+        return learning_rate_schedule(e, "warmup_multistep", **settings)
+    assert lr(0) == pytest.approx(3.5e-6)
+    assert lr(5) == pytest.approx(3.5e-6 + 0.5 * (3.5e-4 - 3.5e-6))
+    assert lr(10) == pytest.approx(3.5e-4) and lr(39) == pytest.approx(3.5e-4)
+    assert lr(40) == pytest.approx(3.5e-5) and lr(69) == pytest.approx(3.5e-5)
+    assert lr(70) == pytest.approx(3.5e-6) and lr(119) == pytest.approx(3.5e-6)
+    # deep-efficient-reid's milestones, given in any order; the lower bound still floors it
+    assert lr(55, milestones=(55, 30)) == pytest.approx(3.5e-6)
+    assert lr(80, lower_bound=1e-5) == pytest.approx(1e-5)
+    assert lr(3, warmup_epochs=0) == pytest.approx(3.5e-4)

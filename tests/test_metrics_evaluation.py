@@ -142,3 +142,138 @@ def test_re_ranking_matches_dense_reference():
         np.testing.assert_allclose(result["cmc"], expected["cmc"], atol=1e-6)
         assert abs(result["mAP"] - expected["mAP"]) < 1e-6
         assert abs(result["mINP"] - expected["mINP"]) < 1e-6
+
+
+# --------------------------------------------------------------- centroids, AQE, re-ranking
+def _unit(x):
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norm > 0, norm, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_evaluation_options_compose_centroids_then_expansion(metric):
+    from metrics import average_query_expansion, compute_centroids
+
+    qf, gf, q_pids, g_pids, q_cams, g_cams = features_problem(7, num_q=150, num_g=300)
+    g_pids[:20] = 0  # distractors: single-image centroids
+    plain = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric)
+    off = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric,
+                            use_centroids=False, query_expansion_k=0, k1=20, k2=6,
+                            lambda_value=0.3)
+    assert off["mAP"] == plain["mAP"] and off["mINP"] == plain["mINP"]
+    np.testing.assert_array_equal(off["cmc"], plain["cmc"])
+
+    centroids = compute_centroids(gf, g_pids, g_cams, metric)
+    queries = _unit(qf) if metric == "cosine" else qf  # centroid mode: one scale (cosine)
+    for k, (eq, eg) in ((0, (queries, centroids.features)),
+                        (4, average_query_expansion(queries, centroids.features, qe_k=4,
+                                                    alpha=2.0, qe_times=2))):
+        expected = evaluate_rank(compute_distance_matrix(eq, eg, metric), q_pids,
+                                 centroids.pids, q_cams, centroids.camids)
+        result = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric,
+                                   use_centroids=True, query_expansion_k=k,
+                                   query_expansion_alpha=2.0, query_expansion_times=2)
+        np.testing.assert_allclose(result["cmc"], expected["cmc"], atol=1e-6)
+        assert result["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+        assert result["mINP"] == pytest.approx(expected["mINP"], abs=1e-6)
+        assert result["mAP"] != plain["mAP"]
+
+    eq, eg = average_query_expansion(qf, gf, qe_k=5)  # without centroids: raw features
+    expected = evaluate_rank(compute_distance_matrix(eq, eg, metric), q_pids, g_pids, q_cams,
+                             g_cams)
+    result = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric,
+                               query_expansion_k=5)
+    assert result["mAP"] == expected["mAP"]
+    np.testing.assert_array_equal(result["cmc"], expected["cmc"])
+
+
+def test_re_ranking_runs_on_expanded_centroids_with_explicit_parameters():
+    from metrics import average_query_expansion, compute_centroids
+    from metrics.re_ranking import re_ranking_features_dense
+
+    qf, gf, q_pids, g_pids, q_cams, g_cams = features_problem(8, num_q=40, num_g=160)
+    centroids = compute_centroids(gf, g_pids, g_cams, "cosine")
+    eq, eg = average_query_expansion(_unit(qf), centroids.features, qe_k=3)
+    dense = re_ranking_features_dense(eq, eg, k1=7, k2=2, lambda_value=0.5)
+    expected = evaluate_rank(dense, q_pids, centroids.pids, q_cams, centroids.camids)
+    result = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, use_re_ranking=True,
+                               use_centroids=True, query_expansion_k=3, k1=7, k2=2,
+                               lambda_value=0.5)
+    np.testing.assert_allclose(result["cmc"], expected["cmc"], atol=1e-6)
+    assert result["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+
+
+def test_explicit_re_ranking_parameters_are_forwarded(monkeypatch):
+    from metrics import re_ranking
+
+    qf, gf, q_pids, g_pids, q_cams, g_cams = features_problem(9, num_q=30, num_g=50)
+    calls = []
+
+    def fake(query_features, gallery_features, k1=20, k2=6, lambda_value=0.3,
+             metric="cosine", chunk_size=None):
+        calls.append((k1, k2, lambda_value))
+        yield slice(0, len(query_features)), compute_distance_matrix(query_features,
+                                                                     gallery_features)
+
+    monkeypatch.setattr(re_ranking, "re_ranking_features", fake, raising=False)
+    evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, use_re_ranking=True)
+    evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, use_re_ranking=True, k1=9,
+                      k2=3, lambda_value=0.1)
+    evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, use_re_ranking=True, k2=4,
+                      re_ranking_kwargs=dict(k1=5))
+    assert calls == [(20, 6, 0.3), (9, 3, 0.1), (5, 4, 0.3)]
+    with pytest.raises(ValueError, match="k1 is given twice"):
+        evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, use_re_ranking=True, k1=9,
+                          re_ranking_kwargs=dict(k1=5))
+
+
+def test_evaluation_option_errors_name_the_argument():
+    qf, gf, q_pids, g_pids, q_cams, g_cams = features_problem(10, num_q=10, num_g=20)
+    for kwargs, name in ((dict(query_expansion_k=-1), "query_expansion_k"),
+                         (dict(query_expansion_k=1.5), "query_expansion_k"),
+                         (dict(query_expansion_k=True), "query_expansion_k"),
+                         (dict(query_expansion_k=3, query_expansion_alpha=-2), "alpha"),
+                         (dict(query_expansion_times=0), "qe_times"),
+                         (dict(use_centroids=1), "use_centroids"),
+                         (dict(k1=0), "k1"), (dict(lambda_value=2.0), "lambda_value")):
+        with pytest.raises(ValueError, match=name):
+            evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, **kwargs)
+
+
+def test_evaluator_callback_options_and_log_keys():
+    import pandas as pd
+
+    from callbacks.evaluator import (Evaluator, evaluation_logs, log_key_prefix,
+                                     log_key_suffix)
+
+    assert log_key_prefix("test", "cosine", False) == "test_cosine_False"
+    assert log_key_suffix(None) == log_key_suffix(dict(use_centroids=False, k1=30)) == ""
+    assert log_key_suffix(dict(use_centroids=True, query_expansion_k=10)) == \
+        "_centroids_aqe10"
+    assert log_key_suffix(dict(query_expansion_k=5, query_expansion_alpha=2.5,
+                               query_expansion_times=2)) == "_aqe5_alpha2.5_times2"
+    result = dict(cmc=np.linspace(0.5, 1, 20), mAP=0.4, mINP=0.2)
+    assert set(evaluation_logs("test", "cosine", False, result)) == {
+        "test_cosine_False_rank-1 accuracy", "test_cosine_False_rank-5 accuracy",
+        "test_cosine_False_rank-10 accuracy", "test_cosine_False_rank-20 accuracy",
+        "test_cosine_False_mAP_score", "test_cosine_False_mINP_score"}
+
+    qf, gf, q_pids, g_pids, q_cams, g_cams = features_problem(11, num_q=40, num_g=80)
+    query_df = pd.DataFrame(dict(identity_ID=q_pids, camera_ID=q_cams))
+    gallery_df = pd.DataFrame(dict(identity_ID=g_pids, camera_ID=g_cams))
+    for options, prefix in ((None, "test_cosine_False"),
+                            (dict(use_centroids=True, query_expansion_k=3),
+                             "test_cosine_False_centroids_aqe3")):
+        evaluator = Evaluator(None, "test", query_df, gallery_df, 8, 4, every_N_epochs=1,
+                              epoch_num=1, evaluation_options=options)
+        evaluator.extract = lambda df: qf if df is query_df else gf
+        logs = evaluator.evaluate()
+        expected = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams,
+                                     **(options or {}))
+        assert logs[prefix + "_mAP_score"] == expected["mAP"]
+        assert len(logs) == 6 and all(key.startswith(prefix + "_") for key in logs)
+    for options, message in ((dict(use_centroid=True), "unknown evaluation option"),
+                             (dict(query_expansion_k=-3), "query_expansion_k")):
+        with pytest.raises(ValueError, match=message):
+            Evaluator(None, "test", query_df, gallery_df, 8, 4, every_N_epochs=1, epoch_num=1,
+                      evaluation_options=options)

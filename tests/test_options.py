@@ -62,6 +62,11 @@ def test_negative_and_out_of_range_values(validate, tmp_path):
         validate(_options(root_folder_path=str(tmp_path), label_smoothing=1.5))
     with pytest.raises(ValueError, match="--weight_decay"):
         validate(_options(root_folder_path=str(tmp_path), weight_decay=-0.1))
+    for flag, value in (("triplet_margin", -0.1), ("triplet_hard_factor", 1.0),
+                        ("circle_margin", 1.0), ("circle_gamma", 0.0),
+                        ("circle_loss_weight", -1.0), ("learning_rate_gamma", -0.1)):
+        with pytest.raises(ValueError, match="--" + flag):
+            validate(_options(root_folder_path=str(tmp_path), **{flag: value}))
     with pytest.raises(ValueError, match="--cosine_scale"):
         validate(_options(root_folder_path=str(tmp_path), cosine_scale=0.0))
     for margin in (2.0, math.pi / 2, -0.1):  # the bound is pi/2, as in MarginCrossEntropy

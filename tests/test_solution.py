@@ -7,23 +7,19 @@ import sys
 
 import pytest
 
+from conftest import make_tiny_folder_dataset
+
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """A small synthetic dataset exposed as a user "Folder" dataset (train/query/gallery)."""
-    from datasets.synthetic import generate_dataset
-    root = tmp_path_factory.mktemp("tiny_reid")
-    generated = root / "generated"
-    generate_dataset(str(generated), seed=1, num_train_identities=12, num_test_identities=10,
-                     num_cameras=3, train_images_per_identity=(4, 6),
-                     gallery_images_per_camera=(1, 2), max_query_cameras=2, num_distractors=5,
-                     num_junk=3, family_size=2)
-    for split, folder in (("train", "bounding_box_train"), ("query", "query"),
-                          ("gallery", "bounding_box_test")):
-        os.symlink(generated / folder, root / split)
-    return str(root)
+    return make_tiny_folder_dataset(
+        tmp_path_factory.mktemp("tiny_reid"), seed=1, num_train_identities=12,
+        num_test_identities=10, num_cameras=3, train_images_per_identity=(4, 6),
+        gallery_images_per_camera=(1, 2), max_query_cameras=2, num_distractors=5, num_junk=3,
+        family_size=2)
 
 
 def run_solution(root, output, *extra, check=True):
@@ -32,7 +28,7 @@ def run_solution(root, output, *extra, check=True):
                "--backbone_model_name", "MobileNetV3Small", "--backbone_weights", "none",
                "--image_height", "64", "--image_width", "32", "--region_num", "2",
                "--identity_num_per_batch", "4", "--image_num_per_identity", "2",
-               "--steps_per_epoch", "2", "--freeze_backbone_for_N_epochs", "1",
+               "--steps_per_epoch", "2", "--freeze_backbone_for_N_epochs", "0",
                "--evaluate_testing_every_N_epochs", "2", "--workers", "1", "--seed", "0",
                "--learning_rate_mode", "constant", "--learning_rate_start", "1e-3",
                "--learning_rate_end", "1e-3", "--learning_rate_lower_bound", "1e-3",
@@ -66,7 +62,7 @@ def test_train_resume_and_evaluate_only(tiny_root, tmp_path, deterministic_run):
     run_folder = deterministic_run[0]
     output = run_folder.parent
     flags = END_TO_END_FLAGS
-    for name in ("training_model.h5", "test_metrics.json", "training_A/loss.png",
+    for name in ("training_model.h5", "test_metrics.json", "config.json", "training_B/loss.png",
                  "training_B/history.csv", "training_B/flipping.png",
                  "training_B/regularization_factors.csv"):
         assert (run_folder / name).is_file(), name
@@ -122,8 +118,8 @@ def test_bad_flags_stop_before_any_work(tiny_root, tmp_path):
 # number from Python's random) and after it gave these same numbers on this CPU. Another CPU
 # make rounds differently, so there only the repeat is checked.
 PINNED_METRICS = {
-    "AMD EPYC": {"mAP": 0.19534731013613688, "rank-1": 0.20000000298023224,
-                 "rank-5": 0.30000001192092896, "mINP": 0.13941161104266458},
+    "AMD EPYC": {"mAP": 0.17952172707611977, "rank-1": 0.20000000298023224,
+                 "rank-5": 0.4000000059604645, "mINP": 0.10135586299476655},
 }
 
 

@@ -1,6 +1,8 @@
 """Pieces of the Trainer that the end-to-end test does not pin down."""
 from types import SimpleNamespace
 
+import pytest
+
 from conftest import make_config
 from utils.tf_env import keras
 
@@ -70,3 +72,122 @@ def test_time_budget_moves_the_schedule_and_evaluators_not_the_config():
     # the schedule now ends its cosine at the planned last epoch
     assert trainer.schedule(11) == 1e-5
     assert [stage.epochs for stage in trainer.stages()] == [20, 12]
+
+
+def test_build_optimizer_follows_the_solver_flags():
+    from training.trainer import Trainer
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    trainer = Trainer(make_config(optimizer="sgd", sgd_momentum=0.5, sgd_nesterov=True,
+                                  weight_decay=0.1))
+    trainer.models = SimpleNamespace(training_model=model)
+    optimizer = trainer.build_optimizer()
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
+    assert optimizer.momentum == 0.5 and optimizer.weight_decay == 0.1
+    trainer = Trainer(make_config(optimizer="amsgrad"))
+    trainer.models = SimpleNamespace(training_model=model)
+    assert trainer.build_optimizer().amsgrad
+
+
+def test_triplet_and_circle_flags_reach_the_compiled_losses():
+    import numpy as np
+    from losses.circle import pairwise_circle_loss
+    from losses.triplet import batch_hard_triplet_loss
+    from training.trainer import Trainer
+    config = make_config(backbone_model_name="MobileNetV3Small", backbone_weights="none",
+                         image_height=64, image_width=32, region_num=0, triplet_margin=0.3,
+                         triplet_hard_factor=0.2, circle_loss_weight=0.5, circle_margin=0.2,
+                         circle_gamma=64.0, batch_normalization_momentum=0.5)
+    trainer = Trainer(config)
+    trainer.build_models(num_classes=4)
+    trainer.build_optimizer()
+    model = trainer.compile()
+    assert model.output_names == ["global_embedding", "global_softmax", "global_circle"]
+    images = np.random.default_rng(0).uniform(0, 255, (8, 64, 32, 3)).astype("float32")
+    labels = np.repeat(np.arange(4), 2).astype("int32")
+    embedding, _, circle_input = model(images, training=True)
+    expected_triplet = float(np.mean(batch_hard_triplet_loss(labels, embedding, 0.3, 0.2)))
+    expected_circle = float(np.mean(pairwise_circle_loss(labels, circle_input, 0.2, 64.0)))
+    logs = model.fit(images, labels, batch_size=8, epochs=1, verbose=0).history
+    assert logs["global_embedding_loss"][0] == pytest.approx(expected_triplet, rel=1e-4)
+    assert logs["global_circle_loss"][0] == pytest.approx(expected_circle, rel=1e-4)
+    assert expected_circle > 0
+    weights = loss_weights_of(trainer)
+    assert weights == {"global_embedding": 1.0, "global_softmax": 1.0, "global_circle": 0.5}
+
+
+def loss_weights_of(trainer):
+    from training.trainer import loss_weights
+    return loss_weights(trainer.models, trainer.config.loss.triplet_loss_weight,
+                        trainer.config.loss.circle_loss_weight)
+
+
+def test_evaluation_flags_reach_the_evaluators_and_the_selection_key():
+    from training.trainer import Trainer
+    config = make_config(use_centroids=True, query_expansion_k=5, re_ranking_k1=10,
+                         distance_metric="euclidean", use_re_ranking=True, validation_size=0.1)
+    trainer = Trainer(config)
+    trainer.data = SimpleNamespace(valid_query_df=[0], valid_gallery_df=[0], query_df=[0],
+                                   gallery_df=[0])
+    trainer.models = SimpleNamespace(inference_model=None)
+    trainer.evaluators = trainer.build_evaluators()
+    for evaluator in trainer.evaluators:
+        assert evaluator.metric == "euclidean"
+        assert evaluator.evaluation_options == dict(
+            use_centroids=True, query_expansion_k=5, query_expansion_alpha=3.0, k1=10, k2=6,
+            lambda_value=0.3)
+    assert trainer.selection_monitor() == "valid_euclidean_True_centroids_aqe5_mAP_score"
+
+
+def test_center_loss_trains_only_its_centers_with_its_own_optimizer(tmp_path):
+    import numpy as np
+    from callbacks.checkpoint import ResumeState
+    from losses.center import center_loss
+    from training.trainer import Trainer
+    config = make_config(backbone_model_name="MobileNetV3Small", backbone_weights="none",
+                         image_height=64, image_width=32, region_num=0, center_loss_weight=100.0,
+                         center_learning_rate=0.5, optimizer="sgd", sgd_momentum=0.0,
+                         weight_decay=0.1, batch_normalization_momentum=0.5, seed=3)
+    trainer = Trainer(config)
+    models = trainer.build_models(num_classes=6)
+    trainer.build_optimizer()
+    model = trainer.compile()
+    centers = trainer.center_losses["global_embedding"].centers
+    assert all(variable is not centers for variable in model.trainable_variables)
+    images = np.random.default_rng(0).uniform(0, 255, (8, 64, 32, 3)).astype("float32")
+    labels = np.repeat(np.arange(4), 2).astype("int32")  # classes 4 and 5 are absent
+    start_weights, start_centers = model.get_weights(), centers.numpy().copy()
+    embeddings = model(images, training=True)[0].numpy()
+
+    logs = model.fit(images, labels, batch_size=8, epochs=1, verbose=0).history
+    # The unweighted center loss is logged; the centers take one plain SGD step on its
+    # gradient dL/dc_j = -2/B sum_{i: y_i = j} (x_i - c_j): no weight, no weight decay.
+    assert logs["center_loss"][0] == pytest.approx(
+        float(center_loss(labels, embeddings, start_centers)), rel=1e-4)
+    expected = start_centers.copy()
+    for j in range(4):
+        members = embeddings[labels == j]
+        expected[j] += 0.5 * 2 / 8 * (members - start_centers[j]).sum(axis=0)
+    np.testing.assert_allclose(centers.numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(centers.numpy()[4:], start_centers[4:])
+
+    # The model's step includes the weighted center loss: at weight 100 it moves the kernels
+    # far from where the compiled losses alone take them.
+    conv = [variable for variable in model.weights if variable.name.startswith("Conv/kernel")][0]
+    index = [id(variable) for variable in model.weights].index(id(conv))
+    heavy = conv.numpy() - start_weights[index]
+    model.set_weights(start_weights)
+    model.set_center_losses(trainer.center_losses, 0.0, trainer.center_optimizer)
+    model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    without = conv.numpy() - start_weights[index]
+    assert np.abs(heavy - without).max() > 0.1 * np.abs(without).max()
+    # The resume state keeps the centers.
+    state = ResumeState(str(tmp_path), model, trainer.optimizer,
+                        center_losses=list(trainer.center_losses.values()),
+                        center_optimizer=trainer.center_optimizer)
+    state.save(1, 1, 0.0)
+    saved = centers.numpy().copy()
+    centers.assign(np.zeros_like(saved))
+    state.restore()
+    np.testing.assert_array_equal(centers.numpy(), saved)
+    assert models.training_model is model

@@ -29,17 +29,22 @@ GROUPS = {
               "kernel_regularization_factor", "bias_regularization_factor",
               "gamma_regularization_factor", "beta_regularization_factor",
               "batch_normalization_momentum"),
-    "loss": ("label_smoothing", "flipping_loss_weight", "triplet_loss_weight", "cosine_scale",
-             "cosine_margin"),
+    "loss": ("label_smoothing", "flipping_loss_weight", "triplet_loss_weight", "triplet_margin",
+             "triplet_hard_factor", "circle_loss_weight", "circle_margin", "circle_gamma",
+             "center_loss_weight", "center_learning_rate", "cosine_scale", "cosine_margin"),
     "solver": ("freeze_backbone_for_N_epochs", "epoch_num", "steps_per_epoch",
                "learning_rate_mode", "learning_rate_start", "learning_rate_end",
                "learning_rate_base", "learning_rate_warmup_epochs",
                "learning_rate_steady_epochs", "learning_rate_drop_factor",
-               "learning_rate_lower_bound", "weight_decay", "time_budget_minutes"),
+               "learning_rate_lower_bound", "learning_rate_milestones", "learning_rate_gamma",
+               "optimizer", "sgd_momentum", "sgd_nesterov", "weight_decay",
+               "time_budget_minutes"),
     "evaluation": ("evaluate_validation_every_N_epochs", "evaluate_testing_every_N_epochs",
                    "use_horizontal_flipping_in_evaluation", "use_data_augmentation_in_evaluation",
-                   "augmentation_num", "use_re_ranking", "evaluation_feature",
-                   "save_data_to_disk", "select_model_on_testing"),
+                   "augmentation_num", "use_re_ranking", "re_ranking_k1", "re_ranking_k2",
+                   "re_ranking_lambda", "distance_metric", "use_centroids", "query_expansion_k",
+                   "query_expansion_alpha", "evaluation_feature", "save_data_to_disk",
+                   "select_model_on_testing"),
     # Per invocation: never read back from a saved config.json.
     "run": ("output_folder_path", "pretrained_model_file_path", "evaluation_only", "resume",
             "seed", "deterministic", "verbose_tensorflow"),
@@ -178,6 +183,16 @@ class RunConfig:
         """Forward passes per evaluation image (flip averaging, augmented passes)."""
         return (2 if self.evaluation.use_horizontal_flipping_in_evaluation else 1) * \
             self.evaluation.augmentation_num
+
+    @property
+    def evaluation_options(self):
+        """The keyword arguments of `metrics.evaluate_features` the evaluation flags set."""
+        evaluation = self.evaluation
+        return dict(use_centroids=evaluation.use_centroids,
+                    query_expansion_k=evaluation.query_expansion_k,
+                    query_expansion_alpha=evaluation.query_expansion_alpha,
+                    k1=evaluation.re_ranking_k1, k2=evaluation.re_ranking_k2,
+                    lambda_value=evaluation.re_ranking_lambda)
 
     @property
     def checkpoint_metadata_values(self):

@@ -11,7 +11,9 @@ from absl import flags
 from applications import BACKBONE_NAMES
 from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES, POOLING_MODES
 from datasets import DATASET_NAMES
+from metrics.distances import METRICS
 from pipeline.augmentation import IMAGE_AUGMENTOR_NAMES
+from training.optimizer import OPTIMIZER_NAMES
 from utils.learning_rate import LEARNING_RATE_MODES
 
 FLAGS = flags.FLAGS
@@ -82,6 +84,21 @@ def _define_loss_flags():
     flags.DEFINE_float("flipping_loss_weight", 1.0, "Weight of the flipping loss.")
     flags.DEFINE_float("triplet_loss_weight", 1.0,
                        "Weight of each branch's triplet loss (the cross-entropy keeps weight 1).")
+    flags.DEFINE_float("triplet_margin", None,
+                       "Margin m of the batch-hard triplet loss relu(d_ap - d_an + m); unset: "
+                       "the soft margin softplus(d_ap - d_an) of the originals.")
+    flags.DEFINE_float("triplet_hard_factor", 0.0,
+                       "Harder example mining (alpha in [0, 1)): the triplet compares "
+                       "(1 + alpha) d_ap with (1 - alpha) d_an.")
+    flags.DEFINE_float("circle_loss_weight", 0.0,
+                       "Weight of each branch's pairwise circle loss (0: off).")
+    flags.DEFINE_float("circle_margin", 0.25, "Margin m of the circle loss.")
+    flags.DEFINE_float("circle_gamma", 128.0, "Scale gamma of the circle loss.")
+    flags.DEFINE_float("center_loss_weight", 0.0,
+                       "Weight of each branch's center loss on its embedding (0: off; the "
+                       "strong baselines use 5e-4).")
+    flags.DEFINE_float("center_learning_rate", 0.5,
+                       "Learning rate of the centers' own SGD (the strong baselines' 0.5).")
     flags.DEFINE_float("cosine_scale", 30.0, "Scale s of the cosface / arcface logits.")
     flags.DEFINE_float("cosine_margin", None,
                        "Margin m of cosface / arcface (unset: 0.35 for cosface, 0.5 for "
@@ -102,9 +119,18 @@ def _define_solver_flags():
     flags.DEFINE_integer("learning_rate_steady_epochs", 30, "Epochs between drops.")
     flags.DEFINE_float("learning_rate_drop_factor", 10, "Drop factor (0 = computed).")
     flags.DEFINE_float("learning_rate_lower_bound", 2e-6, "Lower bound of the learning rate.")
+    flags.DEFINE_list("learning_rate_milestones", ["40", "70"],
+                      "warmup_multistep: epochs (0-based) at which the rate is multiplied by "
+                      "--learning_rate_gamma.")
+    flags.DEFINE_float("learning_rate_gamma", 0.1, "warmup_multistep: factor at each milestone.")
+    flags.DEFINE_enum("optimizer", "adam", OPTIMIZER_NAMES,
+                      "adam (the originals'), amsgrad or sgd; --weight_decay adds decoupled "
+                      "weight decay to any of them.")
+    flags.DEFINE_float("sgd_momentum", 0.9, "Momentum of --optimizer sgd.")
+    flags.DEFINE_bool("sgd_nesterov", False, "Nesterov momentum for --optimizer sgd.")
     flags.DEFINE_float("weight_decay", 0.0,
-                       "Decoupled weight decay of conv and dense kernels (AdamW, per step "
-                       "learning rate x this); 0 keeps the originals' Adam.")
+                       "Decoupled weight decay of conv and dense kernels (per step learning "
+                       "rate x this: AdamW for adam / amsgrad); 0 keeps the originals' Adam.")
     flags.DEFINE_float("time_budget_minutes", 0,
                        "Wall-clock budget of the whole run (0: none). Loading, training and the "
                        "final evaluation fit in it: stage B's epoch count (and so the "
@@ -121,6 +147,19 @@ def _define_evaluation_flags():
                       "Apply the training augmentor to evaluation images.")
     flags.DEFINE_integer("augmentation_num", 1, "Augmented passes averaged in evaluation.")
     flags.DEFINE_bool("use_re_ranking", False, "k-reciprocal re-ranking in evaluation.")
+    flags.DEFINE_integer("re_ranking_k1", 20, "k1 of the k-reciprocal re-ranking.")
+    flags.DEFINE_integer("re_ranking_k2", 6, "k2 (local query expansion) of the re-ranking.")
+    flags.DEFINE_float("re_ranking_lambda", 0.3,
+                       "Weight of the original distance in the re-ranked one.")
+    flags.DEFINE_enum("distance_metric", "cosine", METRICS,
+                      "Distance between evaluation features.")
+    flags.DEFINE_bool("use_centroids", False,
+                      "Rank each query against per-(identity, camera) centroids of the gallery "
+                      "features instead of the images.")
+    flags.DEFINE_integer("query_expansion_k", 0,
+                         "Average query expansion over this many neighbours (0: off).")
+    flags.DEFINE_float("query_expansion_alpha", 3.0,
+                       "Exponent of the similarity weights of the query expansion.")
     flags.DEFINE_enum("evaluation_feature", "embedding", EVALUATION_FEATURES,
                       "Features ranked in evaluation: embedding (the pooled, clipped branch "
                       "embeddings, as the originals) or bnneck (their BNNeck outputs).")

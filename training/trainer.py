@@ -20,12 +20,13 @@ from applications.reid_model import (build_reid_models, compile_training_model,
                                      load_training_weights, set_backbone_trainable)
 from callbacks.checkpoint import (ModelSelectionCheckpoint, NaNGuard, ResumeCheckpoint,
                                   ResumeState, load_model_weights, save_model_weights)
-from callbacks.evaluator import Evaluator, log_key_prefix
+from callbacks.evaluator import Evaluator, log_key_prefix, log_key_suffix
 from callbacks.history_logger import HistoryLogger
 from callbacks.inspection import (InspectGeMPoolingParameters, InspectRegularizationFactors,
                                   ThroughputLogger)
 from callbacks.time_budget import TimeBudget
 from datasets import load_accumulated_info_of_dataset
+from losses.center import CenterLoss
 from datasets.image_check import check_image_files
 from datasets.splits import apply_testing_size, split_validation
 from pipeline.augmentation import AdaptiveL2Augmentor, FlipReIDAugmentor
@@ -55,6 +56,7 @@ class Trainer:
         self.nan_guard = NaNGuard()
         self.best = -np.inf
         self.evaluators, self.selection = [], None
+        self.center_losses, self.center_optimizer = {}, None
 
     @property
     def run_folder(self):
@@ -139,8 +141,9 @@ class Trainer:
             gamma=model_config.gamma_regularization_factor,
             beta=model_config.beta_regularization_factor,
             adaptive=model_config.use_adaptive_l1_l2_regularizer)
+        num_classes = self.data.num_classes if num_classes is None else num_classes
         self.models = build_reid_models(
-            backbone, self.data.num_classes if num_classes is None else num_classes,
+            backbone, num_classes,
             region_num=model_config.region_num, pooling_mode=model_config.pooling_mode,
             min_value=model_config.min_value, max_value=model_config.max_value,
             use_horizontal_flipping_inside_model=(
@@ -148,16 +151,37 @@ class Trainer:
             flipping_loss_weight=self.config.loss.flipping_loss_weight,
             regularization=regularization, input_shape=self.config.input_shape,
             classifier_head=model_config.classifier_head,
-            evaluation_feature=self.config.evaluation.evaluation_feature)
+            evaluation_feature=self.config.evaluation.evaluation_feature,
+            circle_loss=self.config.loss.circle_loss_weight > 0)
         if model_config.batch_normalization_momentum is not None:
             set_batch_normalization_momentum(self.models.training_model,
                                              model_config.batch_normalization_momentum)
+        if self.config.loss.center_loss_weight:
+            self.build_center_losses(num_classes)
         return self.models
+
+    def build_center_losses(self, num_classes):
+        """One center loss per branch embedding, with the centers' own SGD."""
+        loss_config, models = self.config.loss, self.models
+        seed = self.config.run.seed
+        self.center_losses = {
+            name: CenterLoss(num_classes, size, seed=None if seed is None else seed + index,
+                             name=name + "_center_loss")
+            for index, (name, size) in enumerate(zip(models.embedding_output_names,
+                                                     models.embedding_sizes))}
+        optimizer = next(iter(self.center_losses.values())).make_optimizer(
+            loss_config.center_learning_rate)
+        models.training_model.set_center_losses(self.center_losses,
+                                                loss_config.center_loss_weight, optimizer)
+        self.center_optimizer = optimizer
 
     def build_optimizer(self):
         """One optimizer for both stages, as the originals; built on every variable, so the
         ones unfrozen in stage B already have their slots."""
-        self.optimizer = make_optimizer(self.config.solver.weight_decay)
+        solver = self.config.solver
+        self.optimizer = make_optimizer(solver.weight_decay, name=solver.optimizer,
+                                        momentum=solver.sgd_momentum,
+                                        nesterov=solver.sgd_nesterov)
         self.optimizer.build([variable for variable in self.models.training_model.variables
                               if variable.trainable])
         return self.optimizer
@@ -166,10 +190,16 @@ class Trainer:
         """Compiles the training model for the backbone's current trainable state
         (``compile_kwargs``, e.g. ``jit_compile``, go to Keras' ``compile``)."""
         loss_config = self.config.loss
+        margin = "soft" if loss_config.triplet_margin is None else loss_config.triplet_margin
         return compile_training_model(
             self.models, self.optimizer, label_smoothing=loss_config.label_smoothing,
-            cosine_scale=loss_config.cosine_scale, cosine_margin=loss_config.cosine_margin,
-            loss_weights=loss_weights(self.models, loss_config.triplet_loss_weight),
+            margin=margin, cosine_scale=loss_config.cosine_scale,
+            cosine_margin=loss_config.cosine_margin,
+            loss_options=dict(hard_factor=loss_config.triplet_hard_factor,
+                              circle_margin=loss_config.circle_margin,
+                              circle_gamma=loss_config.circle_gamma),
+            loss_weights=loss_weights(self.models, loss_config.triplet_loss_weight,
+                                      loss_config.circle_loss_weight),
             **compile_kwargs)
 
     def checkpoint_metadata(self):
@@ -199,7 +229,9 @@ class Trainer:
                 every_N_epochs=every, epoch_num=self.schedule.epoch_num,
                 batch_size=self.config.batch_size,
                 use_horizontal_flipping=evaluation.use_horizontal_flipping_in_evaluation,
-                use_re_ranking=evaluation.use_re_ranking, output_folder_path=self.run_folder,
+                use_re_ranking=evaluation.use_re_ranking, metric=evaluation.distance_metric,
+                evaluation_options=self.config.evaluation_options,
+                output_folder_path=self.run_folder,
                 save_data_to_disk=evaluation.save_data_to_disk,
                 augmentor=(self.build_augmentor()
                            if evaluation.use_data_augmentation_in_evaluation else None),
@@ -249,8 +281,9 @@ class Trainer:
             else None)
         if split is None:
             return None
-        return log_key_prefix(split, "cosine", self.config.evaluation.use_re_ranking) + \
-            "_mAP_score"
+        evaluation = self.config.evaluation
+        return log_key_prefix(split, evaluation.distance_metric, evaluation.use_re_ranking,
+                              log_key_suffix(self.config.evaluation_options)) + "_mAP_score"
 
     def build_time_budget(self, evaluators):
         """A `TimeBudget` whose plans move the schedule's horizon and the evaluators' last
@@ -295,8 +328,10 @@ class Trainer:
         self.build_data()  # data errors stop the run before its folder is made
         with RunLock(self.run_folder):
             self.setup()
-            resume_state = ResumeState(os.path.join(self.run_folder, "resume"),
-                                       self.models.training_model, self.optimizer)
+            resume_state = ResumeState(
+                os.path.join(self.run_folder, "resume"), self.models.training_model,
+                self.optimizer, center_losses=list(self.center_losses.values()),
+                center_optimizer=self.center_optimizer)
             start_stage, start_epoch = self._restore(resume_state)
             dataset = self.build_training_dataset()
             self.config.save(os.path.join(self.run_folder, CONFIG_FILE_NAME))
@@ -380,7 +415,9 @@ class Trainer:
         summary = {"split": evaluator.split_name, "mAP": float(result["mAP"]),
                    "rank-1": float(cmc[0]), "rank-5": float(cmc[4]) if len(cmc) > 4 else None,
                    "mINP": float(result["mINP"]), "use_re_ranking": evaluator.use_re_ranking,
-                   "use_horizontal_flipping_in_evaluation": evaluator.use_horizontal_flipping}
+                   "use_horizontal_flipping_in_evaluation": evaluator.use_horizontal_flipping,
+                   "distance_metric": evaluator.metric,
+                   "evaluation_options": evaluator.evaluation_options}
         print("{split}: mAP {mAP:.4f} rank-1 {rank-1:.4f} mINP {mINP:.4f}".format(**summary))
         path = os.path.join(self.run_folder, "{}_metrics.json".format(evaluator.split_name))
         with atomic_write(path, "w") as file:
@@ -397,8 +434,11 @@ def set_batch_normalization_momentum(model, momentum):
     return len(layers)
 
 
-def loss_weights(models, triplet_loss_weight):
-    """Weight of each output's loss: triplet on embeddings, 1 on the classifier outputs."""
+def loss_weights(models, triplet_loss_weight, circle_loss_weight=0.0):
+    """Weight of each output's loss: triplet on embeddings, 1 on the classifier outputs, the
+    circle weight on the circle outputs (if the model has them)."""
     weights = {name: triplet_loss_weight for name in models.embedding_output_names}
     weights.update({name: 1.0 for name in models.softmax_output_names})
+    weights.update({name: circle_loss_weight
+                    for name in getattr(models, "circle_output_names", [])})
     return weights

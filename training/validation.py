@@ -7,21 +7,27 @@ from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES, POOLI
 from datasets import DATASET_NAMES
 from losses.classification import MAX_MARGIN
 from pipeline.augmentation import IMAGE_AUGMENTOR_NAMES
+from metrics.distances import METRICS
 from training.config import OptionError
+from training.optimizer import OPTIMIZER_NAMES
 from utils.learning_rate import LEARNING_RATE_MODES
 
 CHOICES = {"dataset_name": DATASET_NAMES, "backbone_model_name": BACKBONE_NAMES,
            "pooling_mode": POOLING_MODES, "learning_rate_mode": LEARNING_RATE_MODES,
            "image_augmentor_name": IMAGE_AUGMENTOR_NAMES, "classifier_head": CLASSIFIER_HEADS,
-           "evaluation_feature": EVALUATION_FEATURES}
+           "evaluation_feature": EVALUATION_FEATURES, "optimizer": OPTIMIZER_NAMES,
+           "distance_metric": METRICS}
 POSITIVE = ("image_height", "image_width", "identity_num_per_batch", "image_num_per_identity",
-            "steps_per_epoch", "workers", "augmentation_num", "cosine_scale")
+            "steps_per_epoch", "workers", "augmentation_num", "cosine_scale", "circle_gamma",
+            "re_ranking_k1", "re_ranking_k2", "center_learning_rate")
 NON_NEGATIVE = ("region_num", "freeze_backbone_for_N_epochs", "epoch_num", "testing_size",
                 "validation_size", "label_smoothing", "flipping_loss_weight",
                 "triplet_loss_weight", "weight_decay", "evaluate_testing_every_N_epochs",
                 "evaluate_validation_every_N_epochs", "time_budget_minutes",
                 "kernel_regularization_factor", "bias_regularization_factor",
-                "gamma_regularization_factor", "beta_regularization_factor")
+                "gamma_regularization_factor", "beta_regularization_factor",
+                "learning_rate_gamma", "circle_loss_weight", "query_expansion_k",
+                "center_loss_weight")
 PROBABILITIES = ("patch_replacement_probability", "random_erasing_probability",
                  "label_smoothing")
 
@@ -42,6 +48,7 @@ def validate(values):
         if not 0 <= values[name] <= 1:
             raise OptionError("--{} must be in [0, 1] (got {}).".format(name, values[name]))
     _check_ranges(values)
+    values["learning_rate_milestones"] = _milestones(values["learning_rate_milestones"])
     _check_input_size(values)
     # The originals' convention: sizes above 1 are absolute counts.
     for name in ("testing_size", "validation_size"):
@@ -58,6 +65,18 @@ def _check_ranges(values):
     if margin is not None and not 0 <= margin < MAX_MARGIN:
         raise OptionError("--cosine_margin must be in [0, pi/2 = {:.4f}) (got {}).".format(
             MAX_MARGIN, margin))
+    if values["triplet_margin"] is not None and values["triplet_margin"] < 0:
+        raise OptionError("--triplet_margin must be >= 0, or unset for the soft margin (got "
+                          "{}).".format(values["triplet_margin"]))
+    for name in ("triplet_hard_factor", "circle_margin"):
+        if not 0 <= values[name] < 1:
+            raise OptionError("--{} must be in [0, 1) (got {}).".format(name, values[name]))
+    if not 0 <= values["re_ranking_lambda"] <= 1:
+        raise OptionError("--re_ranking_lambda must be in [0, 1] (got {}).".format(
+            values["re_ranking_lambda"]))
+    if not 0 <= values["sgd_momentum"] < 1:
+        raise OptionError("--sgd_momentum must be in [0, 1) (got {}).".format(
+            values["sgd_momentum"]))
     momentum = values["batch_normalization_momentum"]
     if momentum is not None and not 0 <= momentum < 1:
         raise OptionError("--batch_normalization_momentum must be in [0, 1) (got {}).".format(
@@ -71,6 +90,18 @@ def _check_ranges(values):
                           "backbone's own), got {}.".format(values["backbone_last_stride"]))
     if values["deterministic"] and values["seed"] is None:
         raise OptionError("--deterministic needs --seed (unseeded runs differ anyway).")
+
+
+def _milestones(milestones):
+    """Sorted epoch numbers from a list of ints or of strings (absl's DEFINE_list)."""
+    try:
+        epochs = sorted(int(str(epoch).strip()) for epoch in milestones)
+    except ValueError:
+        raise OptionError("--learning_rate_milestones must be whole epoch numbers separated by "
+                          "commas, e.g. 40,70 (got {}).".format(",".join(map(str, milestones))))
+    if any(epoch < 0 for epoch in epochs):
+        raise OptionError("--learning_rate_milestones must be >= 0 (got {}).".format(epochs))
+    return epochs
 
 
 def _check_input_size(values):
