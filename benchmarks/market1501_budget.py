@@ -1,9 +1,10 @@
 """Market-1501 from scratch within a wall-clock budget (issue 4): wraps one solution.py run.
 
     python benchmarks/market1501_budget.py --root_folder_path ../shared/datasets [--minutes 60]
-        [--config no_flip_inside] [--evaluations flip_off,re_ranking] [-- <extra solution.py flags>]
+        [--config no_flip_inside | configs/NAME.flags] [--evaluations flip_off,re_ranking]
+        [-- <extra solution.py flags>]
 
-Runs solution.py with the named configuration and ``--time_budget_minutes`` (everything is
+Runs solution.py with the named configuration (or any Market-1501 recipe file) and ``--time_budget_minutes`` (everything is
 inside the budget: imports, loading, training, the final evaluation on the full query/gallery).
 Ends by printing one JSON line: mAP, rank-1, rank-5, mINP, minutes, train images/s, backbone,
 image size and every flag that differs from solution.py's defaults. ``--evaluations`` then
@@ -68,6 +69,25 @@ EVALUATIONS = {"flip_off": {"use_horizontal_flipping_in_evaluation": False},
                "re_ranking": {"use_re_ranking": True},
                "embedding_feature": {"evaluation_feature": "embedding"},
                "bnneck_feature": {"evaluation_feature": "bnneck"}}
+
+
+def configuration_flags(config):
+    """The flags of ``config``: a name of ``CONFIGS`` (on the budget recipe) or a recipe file."""
+    if config in CONFIGS:
+        return dict(COMMON_FLAGS, **CONFIGS[config])
+    if not config.endswith(".flags") or not os.path.isfile(config):
+        sys.exit("--config {!r} is neither one of {} nor a .flags file.".format(
+            config, ", ".join(sorted(CONFIGS))))
+    values = read_flag_file(config)
+    if values.get("dataset_name", "Market1501") != "Market1501":
+        sys.exit("--config {} trains on {}; this benchmark is Market-1501's.".format(
+            config, values["dataset_name"]))
+    values.pop("time_budget_minutes", None)
+    return values
+
+
+def configuration_name(config):
+    return os.path.splitext(os.path.basename(config))[0]
 
 
 def command_line(flag_values):
@@ -149,7 +169,11 @@ def main():
     parser.add_argument("--root_folder_path", required=True,
                         help="Folder holding Market-1501-v15.09.15.")
     parser.add_argument("--minutes", type=float, default=60.0, help="Wall-clock budget.")
-    parser.add_argument("--config", default="no_flip_inside", choices=sorted(CONFIGS))
+    parser.add_argument("--config", default="no_flip_inside",
+                        help="One of {}, or a Market-1501 recipe flag file (e.g. "
+                             "configs/tiny_baseline_market1501_resnet50.flags), whose "
+                             "--time_budget_minutes --minutes replaces.".format(
+                                 ", ".join(sorted(CONFIGS))))
     parser.add_argument("--output_folder_path", default=None,
                         help="Default: output/market1501_budget/<config>_<minutes>min.")
     parser.add_argument("--evaluations", default="",
@@ -161,17 +185,18 @@ def main():
     if not os.path.isdir(os.path.join(arguments.root_folder_path, "Market-1501-v15.09.15")):
         sys.exit("--root_folder_path {!r} does not hold Market-1501-v15.09.15.".format(
             arguments.root_folder_path))
+    configuration = configuration_flags(arguments.config)
     evaluations = [name for name in arguments.evaluations.split(",") if name]
     unknown = sorted(set(evaluations) - set(EVALUATIONS))
     if unknown:
         sys.exit("Unknown --evaluations {}; choose from {}.".format(unknown, sorted(EVALUATIONS)))
     output = arguments.output_folder_path or os.path.join(
         REPOSITORY_PATH, "output", "market1501_budget",
-        "{}_{:g}min".format(arguments.config, arguments.minutes))
+        "{}_{:g}min".format(configuration_name(arguments.config), arguments.minutes))
     if os.path.exists(output):
         sys.exit("{} exists; pass another --output_folder_path.".format(output))
 
-    flag_values = dict(COMMON_FLAGS, **CONFIGS[arguments.config])
+    flag_values = dict(configuration)
     flag_values.update(root_folder_path=os.path.abspath(arguments.root_folder_path),
                        output_folder_path=output, time_budget_minutes=arguments.minutes)
     # What solution.py will run with: the extra flags win over the configuration's.
@@ -180,7 +205,7 @@ def main():
     minutes = run_solution(flag_values, extra, arguments.cpus, os.path.join(output, "train.log"))
     run_folder = os.path.join(output, "Market1501_" + effective["backbone_model_name"])
     line = dict(result_line(run_folder, effective, defaults, minutes, extra),
-                config=arguments.config)
+                config=configuration_name(arguments.config))
     lines = [line]
     print(json.dumps(line), flush=True)
 
@@ -199,7 +224,7 @@ def main():
                                "test_metrics.json")) as file:
             metrics = json.load(file)
         evaluation_line = dict(
-            config=arguments.config, evaluation=name,
+            config=configuration_name(arguments.config), evaluation=name,
             mAP=round(100 * metrics["mAP"], 2), **{"rank-1": round(100 * metrics["rank-1"], 2)},
             mINP=round(100 * metrics["mINP"], 2),
             evaluation_minutes=round(evaluation_minutes, 2))

@@ -18,3 +18,21 @@ def test_extra_flags_override_the_configuration_and_typos_stop_early():
     assert effective["backbone_model_name"] == "MobileNetV3Small"
     with pytest.raises(SystemExit, match="weight_decy"):
         market1501_budget.solution_flags(["--weight_decy", "2.0"])
+
+
+def test_any_market_recipe_file_is_a_configuration():
+    configs = os.path.join(market1501_budget.REPOSITORY_PATH, "configs")
+    recipe = os.path.join(configs, "tiny_baseline_market1501_resnet50.flags")
+    flags = market1501_budget.configuration_flags(recipe)
+    assert "time_budget_minutes" not in flags  # --minutes sets the budget
+    _, effective = market1501_budget.solution_flags(market1501_budget.command_line(flags))
+    assert effective["center_loss_weight"] == 0.0005 and effective["triplet_margin"] == 0.3
+    assert effective["learning_rate_milestones"] == ["40", "70", "130"]
+    assert market1501_budget.configuration_name(recipe) == "tiny_baseline_market1501_resnet50"
+    assert market1501_budget.configuration_flags("no_flip_inside")[
+        "use_horizontal_flipping_inside_model"] is False
+    with pytest.raises(SystemExit, match="Market-1501"):
+        market1501_budget.configuration_flags(
+            os.path.join(configs, "deep_efficient_reid_cuhk03_labeled_ibn_resnet50.flags"))
+    with pytest.raises(SystemExit, match="no_flip_inside"):
+        market1501_budget.configuration_flags("nonexistent")
