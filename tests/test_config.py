@@ -51,7 +51,7 @@ def test_saved_config_round_trips_and_prints_only_project_flags(tmp_path):
     saved = json.loads(open(path).read())
     assert list(saved) == ["data", "model", "loss", "solver", "evaluation", "run"]
     assert saved["loss"]["cosine_margin"] == 0.2 and saved["run"]["seed"] == 3
-    assert RunConfig.from_flag_values(RunConfig.load(path)) == config
+    assert RunConfig.from_flag_values(RunConfig.load_values(path)) == config
     text = config.describe()
     for absl_internal in ("tt_check_filter", "xml_output_file", "logtostderr", "flagfile"):
         assert absl_internal not in text

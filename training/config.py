@@ -120,8 +120,9 @@ class RunConfig:
         return cls(validate({name: flag_values[name] for name in FLAG_NAMES}))
 
     @classmethod
-    def load(cls, path):
-        """The configuration saved at ``path`` (its run group as saved; see `resolve`)."""
+    def load_values(cls, path):
+        """The flat ``{flag name: value}`` saved at ``path`` (unchecked: `resolve` merges them
+        with the flags, then checks them)."""
         with open(path) as file:
             saved = json.load(file)
         flat = {name: value for group in saved.values() for name, value in group.items()}
@@ -201,7 +202,6 @@ class RunConfig:
         return {name: flat[name] for name in MODEL_SHAPING}
 
 
-
 def find_saved_config(flag_values):
     """Path of the config.json that ``--resume`` / ``--evaluation_only`` read back, or None.
 
@@ -237,7 +237,7 @@ def resolve(flag_values, explicit_names=()):
     path = find_saved_config(flag_values)
     if path is None:
         return RunConfig.from_flag_values(flag_values), None
-    saved = RunConfig.load(path)
+    saved = RunConfig.load_values(path)
     conflicts = ["--{}={} (the run was trained with {})".format(
         name, flag_values[name], saved[name]) for name in MODEL_SHAPING
         if name in explicit_names and flag_values[name] != saved[name]]
