@@ -343,6 +343,33 @@ def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft"
     return training_model
 
 
+def transfer_weights(source, target):
+    """Copies the weights of ``source``'s training model into ``target``'s (both `ReIDModels`
+    built alike), except the classifier weights whose shape differs (another class count),
+    which keep their fresh initialisation. Returns the names of those left out."""
+    if not (isinstance(source, ReIDModels) and isinstance(target, ReIDModels)):
+        raise ValueError("transfer_weights expects two ReIDModels from build_reid_models.")
+    classifier = {weight.ref() for layer in target.classification_model.layers
+                  if layer.name.endswith("_classifier") for weight in layer.weights}
+    source_weights = source.training_model.weights
+    target_weights = target.training_model.weights
+    if len(source_weights) != len(target_weights):
+        raise ValueError("The models differ in more than their classifier ({} vs {} weights): "
+                         "build them with the same backbone and head flags.".format(
+                             len(source_weights), len(target_weights)))
+    skipped = []
+    for source_weight, target_weight in zip(source_weights, target_weights):
+        if source_weight.shape == target_weight.shape:
+            target_weight.assign(source_weight)
+        elif target_weight.ref() in classifier:
+            skipped.append(target_weight.name)
+        else:
+            raise ValueError("Weight {} has shape {} in the checkpoint but {} here: the models "
+                             "differ in more than their classifier.".format(
+                                 target_weight.name, source_weight.shape, target_weight.shape))
+    return skipped
+
+
 def _is_theta(variable):
     return variable.name.split(":")[0].endswith("_l2_regularization_theta")
 

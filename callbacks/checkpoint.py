@@ -32,6 +32,15 @@ def read_checkpoint_metadata(path):
     return None if text is None else json.loads(text)
 
 
+def checkpoint_num_classes(path):
+    """The class count a checkpoint records, or None (unreadable, or no metadata)."""
+    try:
+        metadata = read_checkpoint_metadata(path)
+    except OSError:
+        return None  # load_model_weights names the problem
+    return None if not metadata or "num_classes" not in metadata else int(metadata["num_classes"])
+
+
 def load_model_weights(model, path, expected_metadata, load=None):
     """Load weights saved by `save_model_weights`, checking they fit this model first.
 

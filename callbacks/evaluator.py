@@ -81,7 +81,7 @@ class Evaluator(keras.callbacks.Callback):
                  image_width, every_N_epochs, epoch_num, batch_size=64,
                  use_horizontal_flipping=False, use_re_ranking=False, metric="cosine",
                  output_folder_path=None, save_data_to_disk=False, max_rank=20,
-                 augmentor=None, augmentation_num=1, evaluation_options=None):
+                 augmentor=None, augmentation_num=1, evaluation_options=None, visualize_num=0):
         super().__init__()
         self.inference_model = inference_model
         self.split_name = split_name
@@ -98,6 +98,7 @@ class Evaluator(keras.callbacks.Callback):
         self.augmentor, self.augmentation_num = augmentor, augmentation_num
         self.evaluation_options = check_evaluation_options(evaluation_options, metric)
         self.log_key_suffix = log_key_suffix(self.evaluation_options)
+        self.visualize_num = visualize_num
         self.last_result = None
 
     def is_due(self, epoch):
@@ -127,8 +128,11 @@ class Evaluator(keras.callbacks.Callback):
             gallery_camera_ID_array=self.gallery_df["camera_ID"].to_numpy())
         if self.save_data_to_disk and self.output_folder_path:
             path = os.path.join(self.output_folder_path, "{}.npz".format(self.split_name))
+            paths = {"{}_image_file_path_array".format(name): np.asarray(
+                frame["image_file_path"].tolist(), np.str_)
+                for name, frame in (("query", self.query_df), ("gallery", self.gallery_df))}
             with atomic_write(path, "wb") as file:
-                np.savez(file, **arrays)
+                np.savez(file, **arrays, **paths)
         start = time.time()
         result = evaluate_features(
             query_features, gallery_features, arrays["query_identity_ID_array"],
@@ -138,8 +142,23 @@ class Evaluator(keras.callbacks.Callback):
         print("Ranking {} queries against {} gallery images took {:.1f} s.".format(
             len(query_features), len(gallery_features), time.time() - start))
         self.last_result = result
+        if self.visualize_num and self.output_folder_path:
+            self.visualize(arrays)
         return evaluation_logs(self.split_name, self.metric, self.use_re_ranking, result,
                                self.log_key_suffix)
+
+    def visualize(self, arrays):
+        """``<split>_ranked_lists_{best,worst}.png``: the ``visualize_num`` best and worst
+        queries by AP, ranked by the feature distance (before any re-ranking, centroids or
+        query expansion)."""
+        from visualization.ranked_lists import write_ranked_lists
+        write_ranked_lists(
+            self.query_df["image_file_path"].tolist(), self.gallery_df["image_file_path"].tolist(),
+            arrays["query_identity_ID_array"], arrays["gallery_identity_ID_array"],
+            arrays["query_camera_ID_array"], arrays["gallery_camera_ID_array"],
+            arrays["query_image_features_array"], arrays["gallery_image_features_array"],
+            output_folder=self.output_folder_path, num=self.visualize_num, metric=self.metric,
+            file_prefix=self.split_name + "_")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.is_due(epoch):

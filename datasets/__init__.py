@@ -56,14 +56,22 @@ def load_synthetic(root_folder_path):
 def load_accumulated_info_of_dataset(root_folder_path, dataset_name):
     """``(train_df, query_df, gallery_df, label_encoder_dict)`` of ``dataset_name`` under ``root_folder_path``.
 
-    ``dataset_name`` is one of DATASET_NAMES; for ``"Folder"``, ``root_folder_path`` is the dataset folder itself
+    ``dataset_name`` is one of DATASET_NAMES, or several joined by commas (trained on together, see
+    ``datasets/combined.py``); for ``"Folder"``, ``root_folder_path`` is the dataset folder itself
     and the default file name pattern is used (see ``load_folder_dataset`` to override it).
     """
-    if dataset_name not in _LOADERS:
-        raise ValueError(f"Unknown dataset_name {dataset_name!r}; allowed names: {', '.join(DATASET_NAMES)}.")
-    module_name, function_name, kwargs = _LOADERS[dataset_name]
-    loader = getattr(importlib.import_module(module_name), function_name)
-    return loader(root_folder_path, **kwargs)
+    from datasets.combined import check_combination, combine_datasets, dataset_names
+
+    names = dataset_names(dataset_name)
+    problem = check_combination(names, DATASET_NAMES)
+    if problem:
+        raise ValueError(f"dataset_name {dataset_name!r}: {problem}.")
+    loaded = []
+    for name in names:
+        module_name, function_name, kwargs = _LOADERS[name]
+        loader = getattr(importlib.import_module(module_name), function_name)
+        loaded.append((name, loader(root_folder_path, **kwargs)))
+    return loaded[0][1] if len(loaded) == 1 else combine_datasets(loaded)
 
 
 __all__ = ["DATASET_NAMES", "load_accumulated_info_of_dataset", "load_synthetic"] + list(_LAZY_ATTRIBUTES)

@@ -69,7 +69,7 @@ def make_inference_dataset(image_paths, image_height, image_width, batch_size=64
 _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def _predict_function(inference_model, image_height, image_width, use_horizontal_flipping):
+def predict_function(inference_model, image_height, image_width, use_horizontal_flipping):
     """The traced batch -> features function, kept per model: the evaluator extracts features
     every few epochs and retracing a backbone costs seconds each time."""
     from utils.tf_env import tf
@@ -127,7 +127,7 @@ def extract_features(inference_model, image_paths, image_height, image_width, ba
         raise ValueError("augmentation_num > 1 needs an augmentor (passes would be identical).")
     image_paths = list(image_paths)
 
-    predict = _predict_function(inference_model, image_height, image_width,
+    predict = predict_function(inference_model, image_height, image_width,
                                 use_horizontal_flipping)
     start = time.perf_counter()
     features = None

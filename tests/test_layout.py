@@ -5,8 +5,8 @@ import glob
 import os
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYERS = ["utils", "losses", "metrics", "applications", "datasets", "pipeline", "callbacks",
-          "training"]
+LAYERS = ["utils", "losses", "metrics", "retrieval", "applications", "datasets", "pipeline",
+          "visualization", "callbacks", "training", "inference"]
 
 
 def imported_packages(path):

@@ -183,9 +183,9 @@ def test_extract_features_traces_once_per_model_and_does_not_keep_it(image_files
     first = extract_features(model, image_files[:4], H, W, batch_size=2, progress=False)
     second = extract_features(model, image_files[:4], H, W, batch_size=2, progress=False)
     np.testing.assert_array_equal(first, second)
-    predict = feature_extraction._predict_function(model, H, W, False)
+    predict = feature_extraction.predict_function(model, H, W, False)
     assert predict.experimental_get_tracing_count() == 1
-    assert feature_extraction._predict_function(model, H, W, True) is not predict
+    assert feature_extraction.predict_function(model, H, W, True) is not predict
     reference = weakref.ref(model)
     del model, predict
     gc.collect()

@@ -44,7 +44,7 @@ GROUPS = {
                    "augmentation_num", "use_re_ranking", "re_ranking_k1", "re_ranking_k2",
                    "re_ranking_lambda", "distance_metric", "use_centroids", "query_expansion_k",
                    "query_expansion_alpha", "evaluation_feature", "save_data_to_disk",
-                   "select_model_on_testing"),
+                   "select_model_on_testing", "visualize_num"),
     # Per invocation: never read back from a saved config.json.
     "run": ("output_folder_path", "pretrained_model_file_path", "evaluation_only", "resume",
             "seed", "deterministic", "verbose_tensorflow"),
@@ -176,7 +176,7 @@ class RunConfig:
     @property
     def run_folder(self):
         """``<output_folder_path>/<dataset>_<backbone>``: where this run writes."""
-        return os.path.join(os.path.abspath(self.run.output_folder_path), "{}_{}".format(
+        return os.path.join(os.path.abspath(self.run.output_folder_path), run_folder_name(
             self.data.dataset_name, self.model.backbone_model_name))
 
     @property
@@ -202,6 +202,12 @@ class RunConfig:
         return {name: flat[name] for name in MODEL_SHAPING}
 
 
+def run_folder_name(dataset_name, backbone_model_name):
+    """``Market1501_resnet50``; datasets trained on together are joined by "+"."""
+    names = "+".join(name.strip() for name in str(dataset_name).split(","))
+    return "{}_{}".format(names, backbone_model_name)
+
+
 def find_saved_config(flag_values):
     """Path of the config.json that ``--resume`` / ``--evaluation_only`` read back, or None.
 
@@ -215,7 +221,7 @@ def find_saved_config(flag_values):
     if not flag_values["resume"]:
         return None
     output = os.path.abspath(flag_values["output_folder_path"])
-    for path in (os.path.join(output, CONFIG_FILE_NAME), os.path.join(output, "{}_{}".format(
+    for path in (os.path.join(output, CONFIG_FILE_NAME), os.path.join(output, run_folder_name(
             flag_values["dataset_name"], flag_values["backbone_model_name"]), CONFIG_FILE_NAME)):
         if os.path.isfile(path):
             return path

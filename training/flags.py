@@ -24,7 +24,10 @@ def _define_data_flags():
     flags.DEFINE_string("root_folder_path",
                         os.path.expanduser("~/Documents/Local Storage/Dataset"),
                         "Folder holding the dataset folders (e.g. Market-1501-v15.09.15).")
-    flags.DEFINE_enum("dataset_name", "Market1501", DATASET_NAMES, "Name of the dataset.")
+    flags.DEFINE_string("dataset_name", "Market1501",
+                        "Name of the dataset: one of {}; several joined by commas train on all "
+                        "of them (identities kept apart) and evaluate on the first.".format(
+                            ", ".join(DATASET_NAMES)))
     flags.DEFINE_integer("image_width", 128, "Width of the images.")
     flags.DEFINE_integer("image_height", 384, "Height of the images.")
     flags.DEFINE_float("validation_size", 0.0,
@@ -151,6 +154,9 @@ def _define_evaluation_flags():
     flags.DEFINE_integer("re_ranking_k2", 6, "k2 (local query expansion) of the re-ranking.")
     flags.DEFINE_float("re_ranking_lambda", 0.3,
                        "Weight of the original distance in the re-ranked one.")
+    flags.DEFINE_integer("visualize_num", 0,
+                         "After each evaluation, draw the N best and N worst queries by AP with "
+                         "their top-10 gallery images (PNG, in the run folder); 0 = off.")
     flags.DEFINE_enum("distance_metric", "cosine", METRICS,
                       "Distance between evaluation features.")
     flags.DEFINE_bool("use_centroids", False,

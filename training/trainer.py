@@ -17,9 +17,11 @@ import numpy as np
 from applications import get_backbone
 from applications.regularization import RegularizationConfig
 from applications.reid_model import (build_reid_models, compile_training_model,
-                                     load_training_weights, set_backbone_trainable)
+                                     load_training_weights, set_backbone_trainable,
+                                     transfer_weights)
 from callbacks.checkpoint import (ModelSelectionCheckpoint, NaNGuard, ResumeCheckpoint,
-                                  ResumeState, load_model_weights, save_model_weights)
+                                  ResumeState, checkpoint_num_classes, load_model_weights,
+                                  save_model_weights)
 from callbacks.evaluator import Evaluator, log_key_prefix, log_key_suffix
 from callbacks.history_logger import HistoryLogger
 from callbacks.inspection import (InspectGeMPoolingParameters, InspectRegularizationFactors,
@@ -38,6 +40,7 @@ from utils.files import atomic_write
 from utils.learning_rate import EpochSchedule
 from utils.run_lock import RunLock
 from utils.tf_env import keras
+from visualization.training_batch import write_training_batch
 
 CHECKPOINT_FILE_NAME = "training_model.h5"
 Stage = collections.namedtuple("Stage", "index name epochs backbone_trainable")
@@ -50,7 +53,7 @@ class Trainer:
     def __init__(self, config, start_time=None):
         self.config = config
         self.start_time = time.time() if start_time is None else start_time
-        self.data = self.models = self.optimizer = None
+        self.data = self.models = self.optimizer = self.num_classes = None
         # Owned run-time state: the schedule's horizon follows the time budget's plan.
         self.schedule = EpochSchedule.from_solver(config.solver)
         self.nan_guard = NaNGuard()
@@ -114,10 +117,16 @@ class Trainer:
                                    name=data_config.image_augmentor_name, seed=seed)
 
     def build_training_dataset(self):
-        """The live PK-batch input (every training image is checked before the first batch)."""
+        """The live PK-batch input (every training image is checked before the first batch);
+        its first batch is also drawn to ``training_batch.png``."""
         data_config = self.config.data
         augmentor = (self.build_augmentor() if data_config.use_data_augmentation_in_training
                      else None)
+        write_training_batch(
+            self.data.train_df["image_file_path"].tolist(), self.data.labels, self.data.sampler,
+            augmentor, os.path.join(self.run_folder, "training_batch.png"),
+            data_config.image_height, data_config.image_width, seed=self.config.run.seed,
+            identities=self.data.train_df["identity_ID"].to_numpy())
         return make_training_dataset(
             self.data.train_df["image_file_path"].tolist(), self.data.labels, self.data.sampler,
             data_config.image_height, data_config.image_width, augmentor=augmentor,
@@ -127,11 +136,20 @@ class Trainer:
     # --------------------------------------------------------------------------- model
     def build_models(self, num_classes=None):
         """The `ReIDModels` (``num_classes`` defaults to the loaded training identities)."""
+        self.num_classes = self.data.num_classes if num_classes is None else int(num_classes)
+        self.models = self.make_models(self.num_classes)
+        if self.config.loss.center_loss_weight:
+            self.build_center_losses(self.num_classes)
+        return self.models
+
+    def make_models(self, num_classes):
+        """New `ReIDModels` of this configuration with ``num_classes`` identities."""
         model_config, run_config = self.config.model, self.config.run
         weights = model_config.backbone_weights
         weights = None if weights.lower() == "none" else weights
-        if run_config.evaluation_only or run_config.resume:
-            weights = None  # every weight comes from the checkpoint
+        if run_config.evaluation_only or run_config.resume or \
+                run_config.pretrained_model_file_path:
+            weights = None  # every backbone weight comes from the checkpoint
         backbone = get_backbone(model_config.backbone_model_name,
                                 input_shape=self.config.input_shape, weights=weights,
                                 last_stride=model_config.backbone_last_stride)
@@ -141,8 +159,7 @@ class Trainer:
             gamma=model_config.gamma_regularization_factor,
             beta=model_config.beta_regularization_factor,
             adaptive=model_config.use_adaptive_l1_l2_regularizer)
-        num_classes = self.data.num_classes if num_classes is None else num_classes
-        self.models = build_reid_models(
+        models = build_reid_models(
             backbone, num_classes,
             region_num=model_config.region_num, pooling_mode=model_config.pooling_mode,
             min_value=model_config.min_value, max_value=model_config.max_value,
@@ -154,11 +171,9 @@ class Trainer:
             evaluation_feature=self.config.evaluation.evaluation_feature,
             circle_loss=self.config.loss.circle_loss_weight > 0)
         if model_config.batch_normalization_momentum is not None:
-            set_batch_normalization_momentum(self.models.training_model,
+            set_batch_normalization_momentum(models.training_model,
                                              model_config.batch_normalization_momentum)
-        if self.config.loss.center_loss_weight:
-            self.build_center_losses(num_classes)
-        return self.models
+        return models
 
     def build_center_losses(self, num_classes):
         """One center loss per branch embedding, with the centers' own SGD."""
@@ -204,13 +219,26 @@ class Trainer:
 
     def checkpoint_metadata(self):
         """What a checkpoint must share with the model it is loaded into."""
-        return dict(self.config.checkpoint_metadata_values,
-                    num_classes=int(self.data.num_classes))
+        return dict(self.config.checkpoint_metadata_values, num_classes=self.num_classes)
 
     def load_checkpoint(self, path):
-        return load_model_weights(self.models.training_model, path, self.checkpoint_metadata(),
-                                  load=lambda weights_path: load_training_weights(
-                                      self.models, weights_path))
+        """Loads a checkpoint into the models. One trained on another class count (another
+        dataset) gives every weight but the classifiers', which start afresh (fine-tuning)."""
+        classes = checkpoint_num_classes(path)
+        if classes is None or classes == self.num_classes:
+            return load_model_weights(self.models.training_model, path,
+                                      self.checkpoint_metadata(),
+                                      load=lambda weights_path: load_training_weights(
+                                          self.models, weights_path))
+        source = self.make_models(classes)
+        metadata = load_model_weights(
+            source.training_model, path, dict(self.checkpoint_metadata(), num_classes=classes),
+            load=lambda weights_path: load_training_weights(source, weights_path))
+        skipped = transfer_weights(source, self.models)
+        print("{} was trained on {} identities, this run has {}: loaded every weight but the "
+              "classifiers' ({}), which start afresh.".format(
+                  path, classes, self.num_classes, ", ".join(skipped)))
+        return metadata
 
     # ----------------------------------------------------------------------- callbacks
     def build_evaluators(self):
@@ -235,7 +263,8 @@ class Trainer:
                 save_data_to_disk=evaluation.save_data_to_disk,
                 augmentor=(self.build_augmentor()
                            if evaluation.use_data_augmentation_in_evaluation else None),
-                augmentation_num=evaluation.augmentation_num))
+                augmentation_num=evaluation.augmentation_num,
+                visualize_num=evaluation.visualize_num))
         return evaluators
 
     def build_callbacks(self, stage, resume_state):
@@ -392,10 +421,17 @@ class Trainer:
         """Loads --pretrained_model_file_path and evaluates it once (no fit, nothing trained)."""
         evaluation_folder = os.path.join(self.run_folder, "evaluation")
         self.build_data()
+        path = self.config.run.pretrained_model_file_path
         with RunLock(self.run_folder):
+            classes = checkpoint_num_classes(path)
+            if classes is not None and classes != self.data.num_classes:
+                print("The checkpoint was trained on {} identities, this dataset has {}: its "
+                      "embeddings are evaluated (the classifiers are not used).".format(
+                          classes, self.data.num_classes))
+            self.build_models(num_classes=classes)
             self.setup()
             self.config.save(os.path.join(evaluation_folder, CONFIG_FILE_NAME))
-            self.load_checkpoint(self.config.run.pretrained_model_file_path)
+            self.load_checkpoint(path)
             logs = {}
             for callback in (InspectGeMPoolingParameters(self.models.gem_layers),
                              InspectRegularizationFactors(self.models.regularization_terms,

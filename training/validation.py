@@ -5,6 +5,7 @@ import os
 from applications import BACKBONE_NAMES, backbone_min_input_size
 from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES, POOLING_MODES
 from datasets import DATASET_NAMES
+from datasets.combined import SEPARATOR, check_combination, dataset_names
 from losses.classification import MAX_MARGIN
 from pipeline.augmentation import IMAGE_AUGMENTOR_NAMES
 from metrics.distances import METRICS
@@ -12,7 +13,7 @@ from training.config import OptionError
 from training.optimizer import OPTIMIZER_NAMES
 from utils.learning_rate import LEARNING_RATE_MODES
 
-CHOICES = {"dataset_name": DATASET_NAMES, "backbone_model_name": BACKBONE_NAMES,
+CHOICES = {"backbone_model_name": BACKBONE_NAMES,
            "pooling_mode": POOLING_MODES, "learning_rate_mode": LEARNING_RATE_MODES,
            "image_augmentor_name": IMAGE_AUGMENTOR_NAMES, "classifier_head": CLASSIFIER_HEADS,
            "evaluation_feature": EVALUATION_FEATURES, "optimizer": OPTIMIZER_NAMES,
@@ -27,7 +28,7 @@ NON_NEGATIVE = ("region_num", "freeze_backbone_for_N_epochs", "epoch_num", "test
                 "kernel_regularization_factor", "bias_regularization_factor",
                 "gamma_regularization_factor", "beta_regularization_factor",
                 "learning_rate_gamma", "circle_loss_weight", "query_expansion_k",
-                "center_loss_weight")
+                "center_loss_weight", "visualize_num")
 PROBABILITIES = ("patch_replacement_probability", "random_erasing_probability",
                  "label_smoothing")
 
@@ -35,6 +36,10 @@ PROBABILITIES = ("patch_replacement_probability", "random_erasing_probability",
 def validate(values):
     """Returns a checked, normalised copy of the flat ``{flag name: value}``."""
     values = dict(values)
+    problem = check_combination(dataset_names(values["dataset_name"]), DATASET_NAMES)
+    if problem:
+        raise OptionError("--dataset_name={!r}: {}.".format(values["dataset_name"], problem))
+    values["dataset_name"] = SEPARATOR.join(dataset_names(values["dataset_name"]))
     for name, allowed in CHOICES.items():
         if values[name] not in allowed:
             raise OptionError("--{}={!r} is not supported; allowed values: {}.".format(
@@ -136,7 +141,7 @@ def _check_run(values):
     if weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
         raise OptionError("--backbone_weights must be imagenet, none or an existing .h5 file "
                           "(got {!r}).".format(weights))
-    if values["dataset_name"] != "Synthetic" and not os.path.isdir(values["root_folder_path"]):
+    if dataset_names(values["dataset_name"]) != ["Synthetic"] and not os.path.isdir(values["root_folder_path"]):
         raise OptionError("--root_folder_path {!r} is not a folder. Point it at the folder "
                           "that holds the dataset folder (e.g. the parent of "
                           "Market-1501-v15.09.15).".format(values["root_folder_path"]))
