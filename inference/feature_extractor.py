@@ -28,7 +28,7 @@ def list_images(folder, recursive=False):
     """Sorted image files of ``folder`` (with ``recursive``, of its sub-folders too)."""
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(folder):
-        raise FileNotFoundError("{} is not a folder of images.".format(folder))
+        raise FileNotFoundError("image folder {} does not exist.".format(folder))
     if recursive:
         paths = [os.path.join(root, name) for root, _, names in os.walk(folder)
                  for name in names if is_image_file_name(name)]
@@ -36,7 +36,7 @@ def list_images(folder, recursive=False):
         paths = [entry.path for entry in os.scandir(folder)
                  if entry.is_file() and is_image_file_name(entry.name)]
     if not paths:
-        raise ValueError("{} holds no image ({}){}.".format(
+        raise ValueError("folder {} holds no image ({}){}.".format(
             folder, "/".join(IMAGE_EXTENSIONS), "" if recursive else
             " directly inside it; pass recursive=True (--recursive) to search sub-folders"))
     return sorted(paths)

@@ -398,9 +398,10 @@ class FakeExtractor:
 
 @pytest.fixture
 def fake_inference(monkeypatch):
+    from inference.feature_extractor import list_images  # the real folder listing
     package = types.ModuleType("inference")
     module = types.ModuleType("inference.feature_extractor")
-    module.FeatureExtractor = FakeExtractor
+    module.FeatureExtractor, module.list_images = FakeExtractor, list_images
     package.feature_extractor = module
     monkeypatch.setitem(sys.modules, "inference", package)
     monkeypatch.setitem(sys.modules, "inference.feature_extractor", module)

@@ -12,23 +12,18 @@ import sys
 
 import numpy as np
 
-from datasets.common import DEFAULT_FILE_NAME_PATTERN, compile_file_name_pattern
-from datasets.common import strip_image_extensions
+from datasets.common import DEFAULT_FILE_NAME_PATTERN, compile_file_name_pattern, parse_file_names
 from utils.files import atomic_write
 
 
 def parse_identities(paths, pattern=DEFAULT_FILE_NAME_PATTERN):
-    """``(identity_IDs, camera_IDs)`` int64 arrays when every file name matches ``pattern``,
-    else None (the identities are then unknown)."""
-    compiled = compile_file_name_pattern(pattern)
-    identities, cameras = [], []
-    for path in paths:
-        match = compiled.search(strip_image_extensions(os.path.basename(path)))
-        try:
-            identities.append(int(match.group("pid")))
-            cameras.append(int(match.group("camid")))
-        except (AttributeError, TypeError, ValueError):
-            return None
+    """``(identity_IDs, camera_IDs)`` int64 arrays when every file name matches ``pattern``
+    (as the Folder dataset parses them), else None: the identities are then unknown."""
+    pattern = compile_file_name_pattern(pattern)  # a bad pattern is an error, not "unknown"
+    try:
+        identities, cameras = parse_file_names(paths, pattern, "", "")
+    except ValueError:
+        return None
     return np.asarray(identities, np.int64), np.asarray(cameras, np.int64)
 
 

@@ -72,38 +72,9 @@ def read_feature_file(path, part):
     return FeatureSet(features, np.asarray(paths).astype(str), identities, cameras, fingerprint)
 
 
-def list_images(folder):
-    """Image files under ``folder`` (recursively, sorted); an error names a folder without any."""
-    from datasets.common import IMAGE_EXTENSIONS, is_image_file_name
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder {folder} does not exist")
-    paths = []
-    for root, folders, files in os.walk(folder):
-        folders.sort()
-        paths.extend(os.path.join(root, name) for name in sorted(files) if is_image_file_name(name))
-    if not paths:
-        raise ValueError(f"folder {folder} holds no image ({'/'.join(IMAGE_EXTENSIONS)}): give a "
-                         "folder of images, image paths or an .npz of features")
-    return paths
-
-
-def ids_from_file_names(paths):
-    """(identity ids, camera ids) parsed from Market-style names, or (None, None) unless every
-    name parses."""
-    from datasets.common import compile_file_name_pattern, strip_image_extensions
-    pattern = compile_file_name_pattern()
-    identities, cameras = [], []
-    for path in paths:
-        match = pattern.search(strip_image_extensions(os.path.basename(path)))
-        if match is None:
-            return None, None
-        identities.append(int(match.group("pid")))
-        cameras.append(int(match.group("camid")))
-    return np.array(identities, dtype=np.int64), np.array(cameras, dtype=np.int64)
-
-
 def resolve_inputs(inputs):
     """('npz', path) for one .npz, else ('images', image paths) from folders and image files."""
+    from inference.feature_extractor import list_images
     inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
     if not inputs:
         raise ValueError("no input given: pass image paths, a folder of images or an .npz file")
@@ -114,7 +85,7 @@ def resolve_inputs(inputs):
     paths = []
     for item in inputs:
         if os.path.isdir(item):
-            paths.extend(list_images(item))
+            paths.extend(list_images(item, recursive=True))
         elif os.path.isfile(item):
             paths.append(item)
         else:
@@ -140,11 +111,12 @@ def read_inputs(inputs, part, model_path=None, extractor=None, index=None):
         if index is not None:
             index.check_fingerprint(feature_set.fingerprint)
         return feature_set, extractor
+    from tools.extract_features import parse_identities
     extractor = extractor or load_extractor(model_path)
     if index is not None:
         index.check_fingerprint(extractor.fingerprint)
     features = extractor.extract(value, progress=True)
-    identities, cameras = ids_from_file_names(value)
+    identities, cameras = parse_identities(value) or (None, None)
     return FeatureSet(features, np.array(value, dtype=str), identities, cameras,
                       extractor.fingerprint), extractor
 
