@@ -33,6 +33,25 @@ def make_config(**overrides):
     return RunConfig.from_flag_values(default_config_values(**overrides))
 
 
+# The end-to-end runs' tiny training (solution.py flags without the data and output folders).
+TINY_RUN_FLAGS = ["--dataset_name", "Folder", "--backbone_model_name", "MobileNetV3Small",
+                  "--backbone_weights", "none", "--image_height", "64", "--image_width", "32",
+                  "--region_num", "2", "--identity_num_per_batch", "4",
+                  "--image_num_per_identity", "2", "--steps_per_epoch", "2",
+                  "--freeze_backbone_for_N_epochs", "0", "--evaluate_testing_every_N_epochs", "2",
+                  "--workers", "1", "--seed", "0", "--learning_rate_mode", "constant",
+                  "--learning_rate_start", "1e-3", "--learning_rate_end", "1e-3",
+                  "--learning_rate_lower_bound", "1e-3"]
+
+
+def make_tiny_run_dataset(root):
+    """The end-to-end runs' dataset: 12 training identities, 10 test identities, 3 cameras."""
+    return make_tiny_folder_dataset(
+        root, seed=1, num_train_identities=12, num_test_identities=10, num_cameras=3,
+        train_images_per_identity=(4, 6), gallery_images_per_camera=(1, 2), max_query_cameras=2,
+        num_distractors=5, num_junk=3, family_size=2)
+
+
 def make_tiny_folder_dataset(root, **generator_arguments):
     """A small synthetic dataset under ``root`` in the "Folder" layout (train/query/gallery
     links to the generated Market-style folders); returns ``root`` as a string."""

@@ -20,7 +20,7 @@ from absl import app, logging  # noqa: E402
 
 from training import config as run_config  # noqa: E402
 from training.flags import FLAGS  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
+from training.trainer import Trainer, WorkerLostError  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main(_):
         logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines, e.g. at each checkpoint
     try:
         run_solution()
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError, WorkerLostError) as error:
         if os.environ.get("REID_DEBUG"):
             raise
         sys.exit("Error: {} (set REID_DEBUG=1 for the traceback)".format(error))

@@ -37,6 +37,9 @@ CLASSIFIER_HEADS = ("softmax",) + MARGIN_KINDS
 EVALUATION_FEATURES = ("embedding", "bnneck")
 EMBEDDING_SUFFIX = "_embedding"
 SOFTMAX_SUFFIX = "_softmax"
+# Under a mixed_float16 policy, pooling, embeddings, probabilities and the losses they feed stay
+# float32 (the backbone computes in float16).
+FLOAT32 = dict(dtype="float32")
 CIRCLE_SUFFIX = "_circle"  # the same embedding again, for the pairwise circle loss
 
 
@@ -86,15 +89,16 @@ class ReIDModels:
 
 def _pooling_module(tensor, pooling_mode, min_value, max_value, branch_name, gem_layers):
     if pooling_mode == "GeM":
-        layer = GlobalGeMPooling2D(name=f"{branch_name}_gem_pooling")
+        layer = GlobalGeMPooling2D(name=f"{branch_name}_gem_pooling", **FLOAT32)
         gem_layers.append(layer)
     elif pooling_mode == "Average":
-        layer = keras.layers.GlobalAveragePooling2D(name=f"{branch_name}_average_pooling")
+        layer = keras.layers.GlobalAveragePooling2D(name=f"{branch_name}_average_pooling",
+                                                    **FLOAT32)
     else:
-        layer = keras.layers.GlobalMaxPooling2D(name=f"{branch_name}_max_pooling")
+        layer = keras.layers.GlobalMaxPooling2D(name=f"{branch_name}_max_pooling", **FLOAT32)
     tensor = layer(tensor)
     if min_value is not None and max_value is not None:
-        tensor = Clip(min_value, max_value, name=f"{branch_name}_clip")(tensor)
+        tensor = Clip(min_value, max_value, name=f"{branch_name}_clip", **FLOAT32)(tensor)
     return tensor
 
 
@@ -202,9 +206,10 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
                 kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.001),
                 name=f"{branch_name}_classifier")(tensor)
             tensor = keras.layers.Activation(
-                "softmax", name=f"{branch_name}_classifier_softmax")(tensor)
+                "softmax", name=f"{branch_name}_classifier_softmax", **FLOAT32)(tensor)
         else:
-            tensor = CosineClassifier(num_classes, name=f"{branch_name}_classifier")(tensor)
+            tensor = CosineClassifier(num_classes, name=f"{branch_name}_classifier",
+                                      **FLOAT32)(tensor)
         probabilities.append(tensor)
     classification_model = keras.Model(classification_inputs, probabilities,
                                        name="classification_model")
@@ -213,9 +218,10 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
     inference_features = (embeddings if evaluation_feature == "embedding" else
                           [layer(embedding) for layer, embedding in zip(bnnecks, embeddings)])
     if len(inference_features) > 1:
-        concatenated = keras.layers.Concatenate(name="embedding")(inference_features)
+        concatenated = keras.layers.Concatenate(name="embedding", **FLOAT32)(inference_features)
     else:
-        concatenated = keras.layers.Activation("linear", name="embedding")(inference_features[0])
+        concatenated = keras.layers.Activation("linear", name="embedding",
+                                               **FLOAT32)(inference_features[0])
     inference_model = keras.Model(image, concatenated, name="inference_model")
 
     terms = attach_regularizers([feature_model, classification_model], regularization,
@@ -227,17 +233,17 @@ def build_reid_models(backbone, num_classes, region_num=2, pooling_mode="GeM", m
     if use_horizontal_flipping_inside_model:
         flipped_image = HorizontalFlip(name="horizontal_flip")(training_image)
         flipped = tf.nest.flatten(feature_model(flipped_image))
-        flipping_layer = FlippingLoss(flipping_loss_weight, name="flipping_loss")
+        flipping_layer = FlippingLoss(flipping_loss_weight, name="flipping_loss", **FLOAT32)
         merged = tf.nest.flatten(flipping_layer([vanilla, flipped]))
     else:
         merged = vanilla
     merged_probabilities = tf.nest.flatten(classification_model(merged))
-    outputs = [keras.layers.Activation("linear", name=name + EMBEDDING_SUFFIX)(tensor)
+    outputs = [keras.layers.Activation("linear", name=name + EMBEDDING_SUFFIX, **FLOAT32)(tensor)
                for name, tensor in zip(branch_names, merged)]
-    outputs += [keras.layers.Activation("linear", name=name + SOFTMAX_SUFFIX)(tensor)
+    outputs += [keras.layers.Activation("linear", name=name + SOFTMAX_SUFFIX, **FLOAT32)(tensor)
                 for name, tensor in zip(branch_names, merged_probabilities)]
     if circle_loss:
-        outputs += [keras.layers.Activation("linear", name=name + CIRCLE_SUFFIX)(tensor)
+        outputs += [keras.layers.Activation("linear", name=name + CIRCLE_SUFFIX, **FLOAT32)(tensor)
                     for name, tensor in zip(branch_names, merged)]
     training_model = ReIDTrainingModel(training_image, outputs, name="training_model")
 
@@ -286,14 +292,16 @@ def load_training_weights(models, path):
 
 def training_losses(training_model, label_smoothing=0.0, margin="soft", classifier_head="softmax",
                     cosine_scale=30.0, cosine_margin=None, hard_factor=0.0, circle_margin=0.25,
-                    circle_gamma=128.0):
+                    circle_gamma=128.0, gather_across_replicas=False):
     """``{output name: loss}``: batch-hard triplet on ``*_embedding`` (``margin`` "soft" or a
     number, ``hard_factor`` for harder example mining), CE on ``*_softmax`` (the margin CE on
-    the cosines of a "cosface" / "arcface" head), the pairwise circle loss on ``*_circle``."""
+    the cosines of a "cosface" / "arcface" head), the pairwise circle loss on ``*_circle``.
+    ``gather_across_replicas``: the triplet mines in the global batch of a distributed run."""
     losses = {}
     for name in training_model.output_names:
         if name.endswith(EMBEDDING_SUFFIX):
             losses[name] = BatchHardTripletLoss(margin=margin, hard_factor=hard_factor,
+                                                gather_across_replicas=gather_across_replicas,
                                                 name=f"{name}_triplet")
         elif name.endswith(CIRCLE_SUFFIX):
             losses[name] = CircleLoss(circle_margin, circle_gamma, name=f"{name}_loss")
@@ -321,7 +329,8 @@ def compile_training_model(models, optimizer, label_smoothing=0.0, margin="soft"
     and iteration count like the originals' single Adam (such an optimizer only ever updates the
     variables it was built on). ``cosine_scale`` / ``cosine_margin`` (None: the head's usual
     margin) are used by margin heads only; ``loss_options`` are `training_losses`' other
-    keyword arguments (hard_factor, circle_margin, circle_gamma). Returns the training model.
+    keyword arguments (hard_factor, circle_margin, circle_gamma, gather_across_replicas).
+    Returns the training model.
     """
     training_model = models.training_model if isinstance(models, ReIDModels) else models
     head = models.classifier_head if isinstance(models, ReIDModels) else "softmax"

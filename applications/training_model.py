@@ -51,9 +51,12 @@ class ReIDTrainingModel(keras.Model):
             outputs = dict(zip(self.output_names, tf.nest.flatten(y_pred)))
             center_loss = tf.add_n([term(y, outputs[name])
                                     for name, term in self.center_losses.items()])
-            total = loss + weight * center_loss
+            # Each replica's share of the global mean (its gradients are summed over
+            # replicas), as Keras scales the compiled loss.
+            replica_share = center_loss / tf.distribute.get_strategy().num_replicas_in_sync
+            total = loss + weight * replica_share
         self.optimizer.minimize(total, self.trainable_variables, tape=tape)
-        center_optimizer.apply_gradients(zip(tape.gradient(center_loss, centers), centers))
+        center_optimizer.apply_gradients(zip(tape.gradient(replica_share, centers), centers))
         del tape
         tracker.update_state(center_loss)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)

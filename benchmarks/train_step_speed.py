@@ -1,7 +1,8 @@
 """What a train step costs: the budget benchmark's model and its variants on in-memory batches.
 
     python benchmarks/train_step_speed.py [--steps 60] [--rounds 3] [--xla] [--mixed_bfloat16]
-                                          [--identities_per_batch 32,...] [--extras_only]
+                                          [--mixed_float16] [--identities_per_batch 32,...]
+                                          [--extras_only]
 
 Builds, in one process, the Market-1501 budget benchmark's training model
 (`market1501_budget.py`, configuration ``no_flip_inside``, 751 classes) and variants of it
@@ -11,7 +12,8 @@ the same random uint8-range batch of 16x4 images held in memory, so the input pi
 part; the models run in alternating rounds because this machine's step speed jumps between
 levels from one minute to the next. ``--xla`` adds the default model compiled with
 ``jit_compile=True``, ``--mixed_bfloat16`` the default model built under Keras' mixed_bfloat16
-policy (bfloat16 compute, float32 variables), ``--identities_per_batch`` the default model at
+policy (bfloat16 compute, float32 variables), ``--mixed_float16`` the default model with
+``--mixed_precision`` (float16 compute, dynamic loss scale), ``--identities_per_batch`` the default model at
 other P of the PK batch (K stays 4, the same images per round); ``--extras_only`` times only the
 default model and these. Prints one markdown table (images/s, median and range over the rounds).
 """
@@ -67,6 +69,9 @@ def main():
                         help="Add the default model with jit_compile=True (slow to compile).")
     parser.add_argument("--mixed_bfloat16", action="store_true",
                         help="Add the default model under the mixed_bfloat16 policy.")
+    parser.add_argument("--mixed_float16", action="store_true",
+                        help="Add the default model with --mixed_precision (mixed_float16, "
+                             "dynamic loss scale).")
     parser.add_argument("--identities_per_batch", default="",
                         help="Comma-separated P values: the default model at these batch sizes.")
     parser.add_argument("--extras_only", action="store_true",
@@ -97,6 +102,9 @@ def main():
         models["re-ID model, two stripes, adaptive L2, mixed_bfloat16 policy"] = \
             compiled_training_model(options, NUM_CLASSES)
         keras.mixed_precision.set_global_policy("float32")
+    if arguments.mixed_float16:
+        models["re-ID model, two stripes, adaptive L2, `--mixed_precision` (mixed_float16)"] = \
+            compiled_training_model(options.replace(mixed_precision=True), NUM_CLASSES)
     if not arguments.extras_only:
         models["bare Keras MobileNetV3Small + pooling + BN + classifier, cross-entropy only"] = \
             bare_keras_model(options)

@@ -75,19 +75,25 @@ def load_model_weights(model, path, expected_metadata, load=None):
 
 class ModelSelectionCheckpoint(keras.callbacks.Callback):
     """Saves the training model when `monitor` improves (mode max), or at every epoch when
-    `monitor` is None (keep the last epoch). Must run after the evaluators."""
+    `monitor` is None (keep the last epoch). Must run after the evaluators. ``model``: the
+    model to save, if not the one being fitted (a distributed run saves the chief's copy)."""
 
-    def __init__(self, path, metadata, monitor=None, best=-np.inf):
+    def __init__(self, path, metadata, monitor=None, best=-np.inf, model=None):
         super().__init__()
         self.path, self.metadata, self.monitor = path, metadata, monitor
         self.best = best
+        self.saved_model = model
+
+    def _target(self):
+        return self.model if self.saved_model is None else self.saved_model
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if not _finite_loss(logs):
             return
         if self.monitor is None:
-            save_model_weights(self.model, self.path, dict(self.metadata, epoch=epoch + 1))
+            save_model_weights(self._target(), self.path,
+                               dict(self.metadata, epoch=epoch + 1))
             return
         value = logs.get(self.monitor)
         if value is None:
@@ -96,7 +102,7 @@ class ModelSelectionCheckpoint(keras.callbacks.Callback):
             print("Epoch {}: {} improved from {:.5f} to {:.5f}, saving model to {}".format(
                 epoch + 1, self.monitor, self.best, value, self.path))
             self.best = float(value)
-            save_model_weights(self.model, self.path,
+            save_model_weights(self._target(), self.path,
                                dict(self.metadata, epoch=epoch + 1, **{self.monitor: self.best}))
 
 
@@ -104,9 +110,11 @@ class ResumeState:
     """Weights, optimizer slots, stage, epoch and best monitored value, in one TF checkpoint
     (written with CheckpointManager: the index file is updated only after the data exists)."""
 
-    def __init__(self, folder, model, optimizer, **extra):
+    def __init__(self, folder, model, optimizer, restore_folder=None, **extra):
         """``extra``: more trackable state to keep (e.g. center losses and their optimizer);
-        None values are left out."""
+        None values are left out. ``restore_folder`` (default ``folder``) is where the state
+        is read from: a multi-worker run's other workers read the chief's and write their own
+        copy elsewhere (every worker must write, as distributed variables are read together)."""
         self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best")
@@ -114,14 +122,20 @@ class ResumeState:
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, stage=self.stage,
                                               epoch=self.epoch, best=self.best, **extra)
         self.manager = tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=2)
+        self.restore_manager = self.manager if restore_folder in (None, folder) else \
+            tf.train.CheckpointManager(self.checkpoint, restore_folder, max_to_keep=None)
+
+    @property
+    def latest_checkpoint(self):
+        return self.restore_manager.latest_checkpoint
 
     @property
     def exists(self):
-        return self.manager.latest_checkpoint is not None
+        return self.latest_checkpoint is not None
 
     def restore(self):
         """Restores the latest state; returns (stage, next epoch, best)."""
-        self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+        self.checkpoint.restore(self.latest_checkpoint).expect_partial()
         return int(self.stage.numpy()), int(self.epoch.numpy()), float(self.best.numpy())
 
     def save(self, stage, next_epoch, best):

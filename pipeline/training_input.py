@@ -10,7 +10,8 @@ from pipeline.images import DEFAULT_CACHE_MAX_BYTES, ImageStore, OrderedBatchPro
 
 def make_training_dataset(image_paths, labels, sampler, image_height, image_width, augmentor=None,
                           workers=4, cache_images=True, cache_max_bytes=DEFAULT_CACHE_MAX_BYTES,
-                          prefetch_batches=None, seed=None, num_batches=None, check_images=True):
+                          prefetch_batches=None, seed=None, num_batches=None, check_images=True,
+                          batch_slices=None):
     """Training ``tf.data.Dataset`` of (float32 images (B,H,W,3) raw RGB 0..255, int32 labels (B,)).
 
     Batch order follows ``iter(sampler)`` (a ``PKSampler`` or any iterable of index arrays into
@@ -28,6 +29,9 @@ def make_training_dataset(image_paths, labels, sampler, image_height, image_widt
         seed: makes augmentation reproducible (the sampler has its own seed).
         check_images: before building the dataset, decode every cached image (``ImageStore.fill``)
             and header-check the others, raising ``BadImagesError`` that names all bad files.
+        batch_slices: row slices of each sampled batch; each becomes an element of its own, in
+            order (a worker's replicas' shares of the global batch). Their augmentation is seeded
+            from (seed, batch index, slice start). Default: the whole batch is one element.
     """
     from utils.tf_env import tf
 
@@ -59,13 +63,13 @@ def make_training_dataset(image_paths, labels, sampler, image_height, image_widt
             augmentor_pool.put(worker_augmentor)
 
     def make_batch(job):
-        batch_index, indices = job
+        seed_key, indices = job
         images = np.empty((len(indices), height, width, 3), np.uint8)
         if augmentor_pool is not None:
             batch_augmentor = augmentor_pool.get()
             try:
                 if seed is not None:
-                    batch_augmentor.reseed([seed, batch_index])
+                    batch_augmentor.reseed([seed] + seed_key)
                 for row, index in enumerate(indices):
                     images[row] = batch_augmentor(store[index])
             finally:
@@ -84,7 +88,11 @@ def make_training_dataset(image_paths, labels, sampler, image_height, image_widt
                                                        indices.max() >= len(labels))):
                 raise ValueError(f"Sampler yielded invalid row indices for {len(labels)} images: "
                                  f"{indices!r}")
-            yield batch_index, indices
+            if batch_slices is None:
+                yield [batch_index], indices
+                continue
+            for rows in batch_slices:
+                yield [batch_index, rows.start or 0], indices[rows]
 
     max_in_flight = 2 * workers if prefetch_batches is None else prefetch_batches
 

@@ -49,7 +49,8 @@ def test_saved_config_round_trips_and_prints_only_project_flags(tmp_path):
     path = str(tmp_path / "config.json")
     config.save(path)
     saved = json.loads(open(path).read())
-    assert list(saved) == ["data", "model", "loss", "solver", "evaluation", "run"]
+    assert list(saved) == ["data", "model", "loss", "solver", "evaluation", "distribution",
+                           "run"]
     assert saved["loss"]["cosine_margin"] == 0.2 and saved["run"]["seed"] == 3
     assert RunConfig.from_flag_values(RunConfig.load_values(path)) == config
     text = config.describe()

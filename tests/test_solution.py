@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import make_tiny_folder_dataset
+from conftest import TINY_RUN_FLAGS, make_tiny_run_dataset
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,24 +15,12 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """A small synthetic dataset exposed as a user "Folder" dataset (train/query/gallery)."""
-    return make_tiny_folder_dataset(
-        tmp_path_factory.mktemp("tiny_reid"), seed=1, num_train_identities=12,
-        num_test_identities=10, num_cameras=3, train_images_per_identity=(4, 6),
-        gallery_images_per_camera=(1, 2), max_query_cameras=2, num_distractors=5, num_junk=3,
-        family_size=2)
+    return make_tiny_run_dataset(tmp_path_factory.mktemp("tiny_reid"))
 
 
 def run_solution(root, output, *extra, check=True):
-    command = [sys.executable, os.path.join(REPOSITORY, "solution.py"), "--dataset_name", "Folder",
-               "--root_folder_path", root, "--output_folder_path", str(output),
-               "--backbone_model_name", "MobileNetV3Small", "--backbone_weights", "none",
-               "--image_height", "64", "--image_width", "32", "--region_num", "2",
-               "--identity_num_per_batch", "4", "--image_num_per_identity", "2",
-               "--steps_per_epoch", "2", "--freeze_backbone_for_N_epochs", "0",
-               "--evaluate_testing_every_N_epochs", "2", "--workers", "1", "--seed", "0",
-               "--learning_rate_mode", "constant", "--learning_rate_start", "1e-3",
-               "--learning_rate_end", "1e-3", "--learning_rate_lower_bound", "1e-3",
-               *extra]
+    command = [sys.executable, os.path.join(REPOSITORY, "solution.py"), *TINY_RUN_FLAGS,
+               "--root_folder_path", root, "--output_folder_path", str(output), *extra]
     result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True,
                             timeout=600)
     if check and result.returncode != 0:

@@ -191,3 +191,52 @@ def test_center_loss_trains_only_its_centers_with_its_own_optimizer(tmp_path):
     state.restore()
     np.testing.assert_array_equal(centers.numpy(), saved)
     assert models.training_model is model
+
+
+def test_mixed_precision_keeps_one_loss_scale_and_float32_weights(tmp_path):
+    import numpy as np
+    from callbacks.checkpoint import ResumeState
+    from training.trainer import Trainer
+    config = make_config(backbone_model_name="MobileNetV3Small", backbone_weights="none",
+                         image_height=64, image_width=32, region_num=0, mixed_precision=True,
+                         center_loss_weight=5e-4,
+                         batch_normalization_momentum=0.5, seed=0)
+    try:
+        trainer = Trainer(config)
+        models = trainer.build_models(num_classes=4)
+        optimizer = trainer.build_optimizer()
+        assert isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
+        assert optimizer.dynamic
+        model = trainer.compile()
+        assert model.optimizer is optimizer  # Keras did not wrap it a second time
+        # float16 compute in the backbone; float32 weights (adaptive-L2 factors included),
+        # embeddings and probabilities.
+        assert any(layer.compute_dtype == "float16" for layer in models.feature_model.submodules
+                   if isinstance(layer, keras.layers.Conv2D))
+        assert {variable.dtype.name for variable in model.weights} == {"float32"}
+        assert models.regularization_terms
+        images = np.random.default_rng(0).uniform(0, 255, (8, 64, 32, 3)).astype("float32")
+        labels = np.repeat(np.arange(4), 2).astype("int32")
+        assert all(output.dtype.name == "float32" for output in model(images))
+        state = lambda: (int(optimizer.dynamic_counter.numpy()),  # noqa: E731
+                         float(optimizer.loss_scale.numpy()))
+        initial = state()
+        logs = model.fit(images, labels, batch_size=4, epochs=1, verbose=0).history
+        assert np.isfinite(logs["loss"][0]) and "center_loss" in logs
+        after_first = state()
+        # Two finite steps add two to the counter, or an overflow halved the scale.
+        assert after_first == (initial[0] + 2, initial[1]) or after_first[1] < initial[1]
+        trainer.compile()  # stage B recompiles: the same scale state goes on
+        model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+        after_second = state()
+        assert after_second == (after_first[0] + 2, after_first[1]) or \
+            after_second[1] < after_first[1]
+        assert {variable.dtype.name for variable in model.weights} == {"float32"}
+        # The resume state holds the loss scale.
+        resume = ResumeState(str(tmp_path), model, optimizer)
+        resume.save(1, 1, 0.0)
+        optimizer.dynamic_counter.assign(0)
+        resume.restore()
+        assert state() == after_second
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

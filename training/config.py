@@ -45,9 +45,13 @@ GROUPS = {
                    "re_ranking_lambda", "distance_metric", "use_centroids", "query_expansion_k",
                    "query_expansion_alpha", "evaluation_feature", "save_data_to_disk",
                    "select_model_on_testing", "visualize_num"),
+    "distribution": ("sync_batch_normalization", "gather_embeddings_across_replicas",
+                     "learning_rate_scaling", "learning_rate_reference_batch_size",
+                     "mixed_precision", "jit_compile"),
     # Per invocation: never read back from a saved config.json.
     "run": ("output_folder_path", "pretrained_model_file_path", "evaluation_only", "resume",
-            "seed", "deterministic", "verbose_tensorflow"),
+            "seed", "deterministic", "verbose_tensorflow", "distribution_strategy",
+            "multi_worker_port_base"),
 }
 FLAG_NAMES = tuple(name for names in GROUPS.values() for name in names)
 # What a checkpoint's weights depend on: a saved run and an explicit flag must agree on these.

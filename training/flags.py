@@ -13,6 +13,7 @@ from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES, POOLI
 from datasets import DATASET_NAMES
 from metrics.distances import METRICS
 from pipeline.augmentation import IMAGE_AUGMENTOR_NAMES
+from training.distribution import LEARNING_RATE_SCALINGS, STRATEGIES
 from training.optimizer import OPTIMIZER_NAMES
 from utils.learning_rate import LEARNING_RATE_MODES
 
@@ -176,6 +177,26 @@ def _define_evaluation_flags():
                       "epoch.")
 
 
+def _define_distribution_flags():
+    flags.DEFINE_bool("sync_batch_normalization", False,
+                      "With several replicas, batch-norm statistics over the global batch "
+                      "(default: each replica's own sub-batch).")
+    flags.DEFINE_bool("gather_embeddings_across_replicas", False,
+                      "With several replicas, mine the triplet's hardest positive and negative "
+                      "in the global batch (default: in each replica's own identities).")
+    flags.DEFINE_enum("learning_rate_scaling", "none", LEARNING_RATE_SCALINGS,
+                      "Scale every learning rate by the global batch over "
+                      "--learning_rate_reference_batch_size: linear (Goyal et al.) or sqrt.")
+    flags.DEFINE_integer("learning_rate_reference_batch_size", 64,
+                         "The batch size the learning rates are given for (16 x 4 in the "
+                         "originals).")
+    flags.DEFINE_bool("mixed_precision", False,
+                      "mixed_float16: float16 compute, float32 weights, losses and embeddings, "
+                      "one dynamic loss scale for the whole run (fast on GPUs with tensor "
+                      "cores; slower on CPUs).")
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+
+
 def _define_run_flags():
     flags.DEFINE_string("output_folder_path", os.path.join(REPOSITORY_PATH, "output"),
                         "Where runs are written (one sub-folder per dataset and backbone).")
@@ -190,10 +211,18 @@ def _define_run_flags():
     flags.DEFINE_bool("deterministic", False,
                       "TensorFlow's op determinism: two runs with the same --seed give the same "
                       "numbers (slower; needs --seed).")
+    flags.DEFINE_enum("distribution_strategy", "default", STRATEGIES,
+                      "default: one device; mirrored: every local GPU; multi_worker: every "
+                      "process of the cluster in TF_CONFIG or of the Slurm step (srun). The "
+                      "PK batch is the global batch, split by whole identities.")
+    flags.DEFINE_integer("multi_worker_port_base", 8888,
+                         "Under Slurm, the port of each node's first worker (the next ones "
+                         "count up).")
     flags.DEFINE_bool("verbose_tensorflow", False,
                       "Show TensorFlow's start-up and C++ log lines (hidden by default).")
 
 
 for _define in (_define_data_flags, _define_model_flags, _define_loss_flags,
-                _define_solver_flags, _define_evaluation_flags, _define_run_flags):
+                _define_solver_flags, _define_evaluation_flags, _define_distribution_flags,
+                _define_run_flags):
     _define()

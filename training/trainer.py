@@ -5,10 +5,17 @@
     trainer.train()      # or trainer.evaluate() for --evaluation_only
 
 Subclass it to change one piece (a loss, a strategy scope, a callback) without copying the rest.
+
+Under a distribution strategy (``--distribution_strategy``) the models, optimizer and centers are
+built in its scope, each replica gets whole identities of the PK batch, and only the chief (worker
+0) writes the run folder: it keeps a copy of the models outside the strategy, refreshed at each
+epoch end, for evaluation and the HDF5 checkpoints, so the other workers never wait for it.
 """
 import collections
 import json
 import os
+import shutil
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -35,24 +42,46 @@ from pipeline.augmentation import AdaptiveL2Augmentor, FlipReIDAugmentor
 from pipeline.sampler import PKSampler
 from pipeline.training_input import make_training_dataset
 from training.config import CONFIG_FILE_NAME, OptionError
+from training.distribution import (WorkerRole, check_replica_split, copy_local_weights,
+                                   learning_rate_factor, make_strategy, replica_rows,
+                                   set_synchronized_batch_normalization)
 from training.optimizer import make_optimizer
 from utils.files import atomic_write
 from utils.learning_rate import EpochSchedule
 from utils.run_lock import RunLock
-from utils.tf_env import keras
+from utils.tf_env import keras, tf
 from visualization.training_batch import write_training_batch
 
 CHECKPOINT_FILE_NAME = "training_model.h5"
 Stage = collections.namedtuple("Stage", "index name epochs backbone_trainable")
+# What a collective op raises when a peer worker is gone (or the health check gave up on it).
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                 tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+class WorkerLostError(RuntimeError):
+    """A multi-worker run stopped because another worker died or cannot be reached."""
 
 
 class Trainer:
     """Runs one configuration. ``start_time`` (a ``time.time()``) starts the time budget's
-    clock; solution.py passes the process start, so loading TensorFlow counts too."""
+    clock; solution.py passes the process start, so loading TensorFlow counts too.
+    ``strategy``: a ``tf.distribute`` strategy (default: the one ``--distribution_strategy``
+    names, created here, so create the Trainer before other TensorFlow work)."""
 
-    def __init__(self, config, start_time=None):
+    def __init__(self, config, start_time=None, strategy=None):
         self.config = config
         self.start_time = time.time() if start_time is None else start_time
+        self.strategy = strategy if strategy is not None else make_strategy(
+            config.run.distribution_strategy, config.run.multi_worker_port_base)
+        self.role = WorkerRole.of(self.strategy)
+        if self.role.distributed:
+            check_replica_split(config.data.identity_num_per_batch, self.role.num_replicas)
+            print("Distributed training: {} replicas on {} worker(s); this is worker {}{}.".format(
+                self.role.num_replicas, self.role.num_workers, self.role.worker_index,
+                " (the chief)" if self.role.is_chief else ""))
+        self._worker_folder = None
+        self.local_models = None  # the chief's copy outside the strategy (distributed runs)
         self.data = self.models = self.optimizer = self.num_classes = None
         # Owned run-time state: the schedule's horizon follows the time budget's plan.
         self.schedule = EpochSchedule.from_solver(config.solver)
@@ -63,7 +92,19 @@ class Trainer:
 
     @property
     def run_folder(self):
-        return self.config.run_folder
+        """Where this process writes: the run folder, or for a worker other than the chief a
+        temporary folder of its own (removed at the end)."""
+        if self.role.is_chief:
+            return self.config.run_folder
+        if self._worker_folder is None:
+            self._worker_folder = tempfile.mkdtemp(prefix="reid_worker{}_".format(
+                self.role.worker_index))
+        return self._worker_folder
+
+    @property
+    def evaluation_models(self):
+        """The models evaluated and saved: the chief's local copy in a distributed run."""
+        return self.models if self.local_models is None else self.local_models
 
     @property
     def checkpoint_path(self):
@@ -118,37 +159,83 @@ class Trainer:
 
     def build_training_dataset(self):
         """The live PK-batch input (every training image is checked before the first batch);
-        its first batch is also drawn to ``training_batch.png``."""
+        its first batch is also drawn to ``training_batch.png``. Distributed, every worker
+        samples the same global batches (the sampler's seed) and reads only its replicas'
+        identities."""
         data_config = self.config.data
         augmentor = (self.build_augmentor() if data_config.use_data_augmentation_in_training
                      else None)
-        write_training_batch(
-            self.data.train_df["image_file_path"].tolist(), self.data.labels, self.data.sampler,
-            augmentor, os.path.join(self.run_folder, "training_batch.png"),
-            data_config.image_height, data_config.image_width, seed=self.config.run.seed,
-            identities=self.data.train_df["identity_ID"].to_numpy())
-        return make_training_dataset(
-            self.data.train_df["image_file_path"].tolist(), self.data.labels, self.data.sampler,
-            data_config.image_height, data_config.image_width, augmentor=augmentor,
-            workers=data_config.workers, cache_images=data_config.cache_images,
-            seed=self.config.run.seed)
+        paths = self.data.train_df["image_file_path"].tolist()
+        if self.role.is_chief:
+            write_training_batch(
+                paths, self.data.labels, self.data.sampler, augmentor,
+                os.path.join(self.run_folder, "training_batch.png"), data_config.image_height,
+                data_config.image_width, seed=self.config.run.seed,
+                identities=self.data.train_df["identity_ID"].to_numpy())
+
+        def make(batch_slices=None):
+            return make_training_dataset(
+                paths, self.data.labels, self.data.sampler, data_config.image_height,
+                data_config.image_width, augmentor=augmentor, workers=data_config.workers,
+                cache_images=data_config.cache_images, seed=self.config.run.seed,
+                batch_slices=batch_slices)
+
+        if not self.role.distributed:
+            return make()
+        replicas = self.role.num_replicas
+        if self.config.run.seed is None:
+            raise OptionError("A distributed run needs --seed: every worker must draw the same "
+                              "PK batches.")
+
+        def worker_dataset(context):
+            # This worker's replicas take consecutive elements, in replica order.
+            local = context.num_replicas_in_sync // context.num_input_pipelines
+            first = context.input_pipeline_id * local
+            return make([replica_rows(self.config.batch_size, replicas, first + index)
+                         for index in range(local)])
+
+        return self.strategy.distribute_datasets_from_function(worker_dataset)
 
     # --------------------------------------------------------------------------- model
     def build_models(self, num_classes=None):
-        """The `ReIDModels` (``num_classes`` defaults to the loaded training identities)."""
+        """The `ReIDModels` (``num_classes`` defaults to the loaded training identities), in
+        the strategy's scope; the chief of a distributed run also builds its local copy."""
         self.num_classes = self.data.num_classes if num_classes is None else int(num_classes)
-        self.models = self.make_models(self.num_classes)
-        if self.config.loss.center_loss_weight:
-            self.build_center_losses(self.num_classes)
+        with self.strategy.scope():
+            self.models = self.make_models(self.num_classes)
+            if self.config.loss.center_loss_weight:
+                self.build_center_losses(self.num_classes)
+        if self.role.distributed and self.config.distribution.sync_batch_normalization:
+            set_synchronized_batch_normalization(self.models.training_model)
+        if self.role.distributed and self.role.is_chief:
+            self.local_models = self.make_models(self.num_classes, backbone_weights=False)
         return self.models
 
-    def make_models(self, num_classes):
-        """New `ReIDModels` of this configuration with ``num_classes`` identities."""
+    def sync_local_models(self):
+        """Copies the trained weights into the chief's local copy (no collective op)."""
+        if self.local_models is not None:
+            copy_local_weights(self.strategy, self.models.training_model,
+                               self.local_models.training_model)
+
+    def make_models(self, num_classes, backbone_weights=True):
+        """New `ReIDModels` of this configuration with ``num_classes`` identities (without
+        pretrained backbone weights if not ``backbone_weights``)."""
+        if self.config.distribution.mixed_precision:
+            # Layers keep the policy they were built under: set it for the build only.
+            previous = keras.mixed_precision.global_policy()
+            keras.mixed_precision.set_global_policy("mixed_float16")
+            try:
+                return self._make_models(num_classes, backbone_weights)
+            finally:
+                keras.mixed_precision.set_global_policy(previous)
+        return self._make_models(num_classes, backbone_weights)
+
+    def _make_models(self, num_classes, backbone_weights):
         model_config, run_config = self.config.model, self.config.run
         weights = model_config.backbone_weights
         weights = None if weights.lower() == "none" else weights
         if run_config.evaluation_only or run_config.resume or \
-                run_config.pretrained_model_file_path:
+                run_config.pretrained_model_file_path or not backbone_weights:
             weights = None  # every backbone weight comes from the checkpoint
         backbone = get_backbone(model_config.backbone_model_name,
                                 input_shape=self.config.input_shape, weights=weights,
@@ -192,14 +279,27 @@ class Trainer:
 
     def build_optimizer(self):
         """One optimizer for both stages, as the originals; built on every variable, so the
-        ones unfrozen in stage B already have their slots."""
+        ones unfrozen in stage B already have their slots. With mixed precision it is wrapped
+        once in a dynamic `LossScaleOptimizer`: one loss scale for the whole run, saved in the
+        resume state."""
         solver = self.config.solver
-        self.optimizer = make_optimizer(solver.weight_decay, name=solver.optimizer,
-                                        momentum=solver.sgd_momentum,
-                                        nesterov=solver.sgd_nesterov)
-        self.optimizer.build([variable for variable in self.models.training_model.variables
-                              if variable.trainable])
+        with self.strategy.scope():
+            optimizer = make_optimizer(solver.weight_decay, name=solver.optimizer,
+                                       momentum=solver.sgd_momentum,
+                                       nesterov=solver.sgd_nesterov)
+            if self.config.distribution.mixed_precision:
+                optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+            optimizer.build([variable for variable in self.models.training_model.variables
+                             if variable.trainable])
+        self.optimizer = optimizer
         return self.optimizer
+
+    def learning_rate(self, epoch_index, current_learning_rate=None):
+        """The schedule's learning rate of ``epoch_index``, times the scaling rule's factor."""
+        distribution = self.config.distribution
+        factor = learning_rate_factor(distribution.learning_rate_scaling, self.config.batch_size,
+                                      distribution.learning_rate_reference_batch_size)
+        return factor * self.schedule(epoch_index, current_learning_rate)
 
     def compile(self, **compile_kwargs):
         """Compiles the training model for the backbone's current trainable state
@@ -210,12 +310,14 @@ class Trainer:
             self.models, self.optimizer, label_smoothing=loss_config.label_smoothing,
             margin=margin, cosine_scale=loss_config.cosine_scale,
             cosine_margin=loss_config.cosine_margin,
-            loss_options=dict(hard_factor=loss_config.triplet_hard_factor,
-                              circle_margin=loss_config.circle_margin,
-                              circle_gamma=loss_config.circle_gamma),
+            loss_options=dict(
+                hard_factor=loss_config.triplet_hard_factor,
+                circle_margin=loss_config.circle_margin, circle_gamma=loss_config.circle_gamma,
+                gather_across_replicas=(
+                    self.config.distribution.gather_embeddings_across_replicas)),
             loss_weights=loss_weights(self.models, loss_config.triplet_loss_weight,
                                       loss_config.circle_loss_weight),
-            **compile_kwargs)
+            **dict(dict(jit_compile=self.config.distribution.jit_compile), **compile_kwargs))
 
     def checkpoint_metadata(self):
         """What a checkpoint must share with the model it is loaded into."""
@@ -252,7 +354,7 @@ class Trainer:
             if query_df is None or every == 0:
                 continue
             evaluators.append(Evaluator(
-                self.models.inference_model, split_name, query_df, gallery_df,
+                self.evaluation_models.inference_model, split_name, query_df, gallery_df,
                 self.config.data.image_height, self.config.data.image_width,
                 every_N_epochs=every, epoch_num=self.schedule.epoch_num,
                 batch_size=self.config.batch_size,
@@ -279,14 +381,27 @@ class Trainer:
         6. the resume state: saves the selection's best value with the weights;
         7. the learning-rate schedule, then the history logger, which records everything the
            callbacks above logged.
+
+        In a distributed run the chief first refreshes its local copy of the models, which the
+        callbacks of 2., 4. and 5. read; the other workers only keep the NaN guard, the resume
+        state (written to their own folder) and the schedule.
         """
         trainable = stage.backbone_trainable
         stage_folder = os.path.join(self.run_folder, stage.name)
+        schedule = keras.callbacks.LearningRateScheduler(self.learning_rate,
+                                                         verbose=int(self.role.is_chief))
+        if not self.role.is_chief:
+            self.evaluators, self.selection = [], None
+            return [self.nan_guard, ResumeCheckpoint(resume_state, stage.index), schedule]
         self.evaluators = self.build_evaluators()
+        models = self.evaluation_models
         callbacks = [ThroughputLogger(self.config.batch_size), self.nan_guard]
+        if self.local_models is not None:
+            callbacks.insert(0, keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: self.sync_local_models()))
         if trainable:
-            callbacks += [InspectGeMPoolingParameters(self.models.gem_layers),
-                          InspectRegularizationFactors(self.models.regularization_terms,
+            callbacks += [InspectGeMPoolingParameters(models.gem_layers),
+                          InspectRegularizationFactors(models.regularization_terms,
                                                        stage_folder)]
         if trainable and self.config.solver.time_budget_minutes:
             callbacks.append(self.build_time_budget(self.evaluators))
@@ -294,10 +409,10 @@ class Trainer:
         selection = None
         if trainable:
             selection = ModelSelectionCheckpoint(self.checkpoint_path, self.checkpoint_metadata(),
-                                                 self.selection_monitor(), self.best)
+                                                 self.selection_monitor(), self.best,
+                                                 model=models.training_model)
             callbacks.append(selection)
-        callbacks += [ResumeCheckpoint(resume_state, stage.index, selection),
-                      keras.callbacks.LearningRateScheduler(self.schedule, verbose=1),
+        callbacks += [ResumeCheckpoint(resume_state, stage.index, selection), schedule,
                       HistoryLogger(stage_folder)]
         self.selection = selection
         return callbacks
@@ -352,28 +467,42 @@ class Trainer:
             self.build_optimizer()
 
     def train(self):
-        """Both stages, resuming from the run folder's state with ``--resume``."""
-        self._refuse_finished_run()
+        """Both stages, resuming from the run folder's state with ``--resume`` (every worker
+        of a distributed run reads the chief's)."""
+        if self.role.is_chief:
+            self._refuse_finished_run()
         self.build_data()  # data errors stop the run before its folder is made
-        with RunLock(self.run_folder):
-            self.setup()
-            resume_state = ResumeState(
-                os.path.join(self.run_folder, "resume"), self.models.training_model,
-                self.optimizer, center_losses=list(self.center_losses.values()),
-                center_optimizer=self.center_optimizer)
-            start_stage, start_epoch = self._restore(resume_state)
-            dataset = self.build_training_dataset()
+        try:
+            with RunLock(self.run_folder):
+                self._train()
+        finally:
+            if self._worker_folder is not None:
+                shutil.rmtree(self._worker_folder, ignore_errors=True)
+
+    def _train(self):
+        self.setup()
+        resume_state = ResumeState(
+            os.path.join(self.run_folder, "resume"), self.models.training_model,
+            self.optimizer, restore_folder=os.path.join(self.config.run_folder, "resume"),
+            center_losses=list(self.center_losses.values()),
+            center_optimizer=self.center_optimizer)
+        start_stage, start_epoch = self._restore(resume_state)
+        dataset = self.build_training_dataset()
+        if self.role.is_chief:
             self.config.save(os.path.join(self.run_folder, CONFIG_FILE_NAME))
-            print("Perform training ...")
-            for stage in self.stages():
-                initial_epoch = start_epoch if stage.index == start_stage else 0
-                if stage.index < start_stage or initial_epoch >= stage.epochs:
-                    continue
-                self._fit_stage(stage, dataset, initial_epoch, resume_state)
-            if not os.path.isfile(self.checkpoint_path):
-                set_backbone_trainable(self.models, True)  # the state checkpoints list in
-                save_model_weights(self.models.training_model, self.checkpoint_path,
-                                   self.checkpoint_metadata())
+        print("Perform training ...")
+        for stage in self.stages():
+            initial_epoch = start_epoch if stage.index == start_stage else 0
+            if stage.index < start_stage or initial_epoch >= stage.epochs:
+                continue
+            self._fit_stage(stage, dataset, initial_epoch, resume_state)
+        if self.role.is_chief and not os.path.isfile(self.checkpoint_path):
+            for models in {id(self.models): self.models,
+                           id(self.evaluation_models): self.evaluation_models}.values():
+                set_backbone_trainable(models, True)  # the state checkpoints list in
+            self.sync_local_models()
+            save_model_weights(self.evaluation_models.training_model, self.checkpoint_path,
+                               self.checkpoint_metadata())
 
     def _refuse_finished_run(self):
         """Refuses a folder that holds a run unless --resume (before anything is written)."""
@@ -391,7 +520,7 @@ class Trainer:
         if self.config.run.resume and resume_state.exists:
             stage, epoch, self.best = resume_state.restore()
             print("Resuming stage {} at epoch {} from {}.".format(
-                stage, epoch + 1, resume_state.manager.latest_checkpoint))
+                stage, epoch + 1, resume_state.latest_checkpoint))
             return stage, epoch
         if self.config.run.pretrained_model_file_path:
             self.load_checkpoint(self.config.run.pretrained_model_file_path)
@@ -401,11 +530,25 @@ class Trainer:
         print("Stage {}: {} epochs, backbone {}.".format(
             stage.name, stage.epochs, "trainable" if stage.backbone_trainable else "frozen"))
         set_backbone_trainable(self.models, stage.backbone_trainable)
+        if self.local_models is not None:  # copies go by position, which trainability orders
+            set_backbone_trainable(self.local_models, stage.backbone_trainable)
         self.compile()
         callbacks = self.build_callbacks(stage, resume_state)
-        self.models.training_model.fit(
-            dataset, steps_per_epoch=self.config.solver.steps_per_epoch, epochs=stage.epochs,
-            initial_epoch=initial_epoch, callbacks=callbacks, verbose=2)
+        try:
+            self.models.training_model.fit(
+                dataset, steps_per_epoch=self.config.solver.steps_per_epoch,
+                epochs=stage.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                verbose=2 if self.role.is_chief else 0)
+        except PEER_FAILURES as error:
+            if self.role.num_workers == 1:
+                raise
+            raise WorkerLostError(
+                "Worker {} of this {}-worker run lost contact with the others: one of them "
+                "stopped or cannot be reached ({}: {}). The run's state up to its last finished "
+                "epoch is in {}; restart every worker with --resume.".format(
+                    self.role.worker_index, self.role.num_workers, type(error).__name__,
+                    str(error).strip().splitlines()[0] if str(error).strip() else "",
+                    self.config.run_folder)) from error
         if self.selection is not None:
             self.best = self.selection.best
         if self.nan_guard.failure:
@@ -432,9 +575,11 @@ class Trainer:
             self.setup()
             self.config.save(os.path.join(evaluation_folder, CONFIG_FILE_NAME))
             self.load_checkpoint(path)
+            self.sync_local_models()
             logs = {}
-            for callback in (InspectGeMPoolingParameters(self.models.gem_layers),
-                             InspectRegularizationFactors(self.models.regularization_terms,
+            models = self.evaluation_models
+            for callback in (InspectGeMPoolingParameters(models.gem_layers),
+                             InspectRegularizationFactors(models.regularization_terms,
                                                           evaluation_folder)):
                 callback.on_epoch_end(0, logs)
             self.schedule.epoch_num = 1

@@ -10,6 +10,7 @@ from losses.classification import MAX_MARGIN
 from pipeline.augmentation import IMAGE_AUGMENTOR_NAMES
 from metrics.distances import METRICS
 from training.config import OptionError
+from training.distribution import LEARNING_RATE_SCALINGS, STRATEGIES
 from training.optimizer import OPTIMIZER_NAMES
 from utils.learning_rate import LEARNING_RATE_MODES
 
@@ -17,10 +18,12 @@ CHOICES = {"backbone_model_name": BACKBONE_NAMES,
            "pooling_mode": POOLING_MODES, "learning_rate_mode": LEARNING_RATE_MODES,
            "image_augmentor_name": IMAGE_AUGMENTOR_NAMES, "classifier_head": CLASSIFIER_HEADS,
            "evaluation_feature": EVALUATION_FEATURES, "optimizer": OPTIMIZER_NAMES,
-           "distance_metric": METRICS}
+           "distance_metric": METRICS, "distribution_strategy": STRATEGIES,
+           "learning_rate_scaling": LEARNING_RATE_SCALINGS}
 POSITIVE = ("image_height", "image_width", "identity_num_per_batch", "image_num_per_identity",
             "steps_per_epoch", "workers", "augmentation_num", "cosine_scale", "circle_gamma",
-            "re_ranking_k1", "re_ranking_k2", "center_learning_rate")
+            "re_ranking_k1", "re_ranking_k2", "center_learning_rate",
+            "learning_rate_reference_batch_size", "multi_worker_port_base")
 NON_NEGATIVE = ("region_num", "freeze_backbone_for_N_epochs", "epoch_num", "testing_size",
                 "validation_size", "label_smoothing", "flipping_loss_weight",
                 "triplet_loss_weight", "weight_decay", "evaluate_testing_every_N_epochs",
@@ -137,6 +140,14 @@ def _check_run(values):
     path = values["pretrained_model_file_path"]
     if path and not os.path.isfile(path):
         raise OptionError("--pretrained_model_file_path {!r} does not exist.".format(path))
+    if values["distribution_strategy"] == "multi_worker":
+        if values["evaluation_only"]:
+            raise OptionError("--evaluation_only runs in one process: drop "
+                              "--distribution_strategy multi_worker (or use mirrored).")
+        if values["time_budget_minutes"]:
+            raise OptionError("--time_budget_minutes is not supported with --distribution_strategy "
+                              "multi_worker: each worker's clock would plan its own epoch count "
+                              "(and learning rates). Give --epoch_num instead.")
     weights = values["backbone_weights"]
     if weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
         raise OptionError("--backbone_weights must be imagenet, none or an existing .h5 file "
