@@ -22,6 +22,7 @@ from training import config as run_config  # noqa: E402
 from training.flags import FLAGS  # noqa: E402
 from training.trainer import Trainer, WorkerLostError  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
+from utils.threads import set_threads, thread_counts  # noqa: E402
 
 
 def main(_):
@@ -42,6 +43,9 @@ def run_solution():
     if saved_path:
         print("Read the saved configuration {} (flags given override it).".format(saved_path))
     print("Configuration:\n" + config.describe())
+    set_threads(config.run.intra_op_threads, config.run.inter_op_threads,
+                config.run.opencv_threads)
+    print("Threads (0: TensorFlow's choice): {}".format(thread_counts()))
     seed_everything(config.run.seed, config.run.deterministic)
 
     trainer = Trainer(config, start_time=START_TIME)

@@ -76,15 +76,19 @@ def test_flag_file_builds_its_model_at_a_tiny_size(path):
     assert bool(adaptive_factors) == config.model.use_adaptive_l1_l2_regularizer
 
 
-# The seed baselines' recipes; each trains a few steps on tiny synthetic data. The CUHK03 recipe
-# is the Market-1501 one but for --dataset_name, which the tiny data replaces: it would train the
-# same model, so only its settings are compared.
+# The seed baselines' recipes; each trains a few steps on tiny synthetic data. The CUHK03 recipes
+# (labeled and detected boxes) are the Market-1501 ones but for --dataset_name, which the tiny
+# data replaces: they would train the same model, so only their settings are compared.
 BASELINE_RECIPES = ["tiny_baseline_market1501_resnet50.flags",
                     "deep_efficient_reid_market1501_ibn_resnet50.flags",
                     "deep_efficient_reid_market1501_efficientnetv2s.flags"]
 SAME_BUT_DATASET = {"deep_efficient_reid_cuhk03_labeled_ibn_resnet50.flags":
                     "deep_efficient_reid_market1501_ibn_resnet50.flags",
                     "deep_efficient_reid_cuhk03_labeled_efficientnetv2s.flags":
+                    "deep_efficient_reid_market1501_efficientnetv2s.flags",
+                    "deep_efficient_reid_cuhk03_detected_ibn_resnet50.flags":
+                    "deep_efficient_reid_market1501_ibn_resnet50.flags",
+                    "deep_efficient_reid_cuhk03_detected_efficientnetv2s.flags":
                     "deep_efficient_reid_market1501_efficientnetv2s.flags"}
 
 

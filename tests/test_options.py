@@ -64,7 +64,9 @@ def test_negative_and_out_of_range_values(validate, tmp_path):
         validate(_options(root_folder_path=str(tmp_path), weight_decay=-0.1))
     for flag, value in (("triplet_margin", -0.1), ("triplet_hard_factor", 1.0),
                         ("circle_margin", 1.0), ("circle_gamma", 0.0),
-                        ("circle_loss_weight", -1.0), ("learning_rate_gamma", -0.1)):
+                        ("circle_loss_weight", -1.0), ("learning_rate_gamma", -0.1),
+                        ("intra_op_threads", -1), ("inter_op_threads", -1),
+                        ("opencv_threads", -2)):
         with pytest.raises(ValueError, match="--" + flag):
             validate(_options(root_folder_path=str(tmp_path), **{flag: value}))
     with pytest.raises(ValueError, match="--cosine_scale"):

@@ -59,8 +59,12 @@ def test_train_resume_and_evaluate_only(tiny_root, tmp_path, deterministic_run):
     refused = run_solution(tiny_root, output, "--epoch_num", "3", *flags, check=False)
     assert refused.returncode != 0 and "--resume" in refused.stderr
 
-    # --resume continues stage B at its third epoch; the first epochs' logs are kept.
-    resumed = run_solution(tiny_root, output, "--epoch_num", "3", "--resume", *flags)
+    # --resume continues stage B at its third epoch; the first epochs' logs are kept. The
+    # thread flags reach both libraries (read back from them).
+    resumed = run_solution(tiny_root, output, "--epoch_num", "3", "--resume", *flags,
+                           "--intra_op_threads", "1", "--inter_op_threads", "3",
+                           "--opencv_threads", "1")
+    assert "{'intra_op': 1, 'inter_op': 3, 'opencv': 1}" in resumed.stdout
     assert "Resuming stage 2 at epoch 1" not in resumed.stdout
     assert "Resuming stage 1 at epoch 3" in resumed.stdout
     with open(run_folder / "training_B" / "accumulated_logs_dict.pkl", "rb") as file:

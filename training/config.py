@@ -51,7 +51,7 @@ GROUPS = {
     # Per invocation: never read back from a saved config.json.
     "run": ("output_folder_path", "pretrained_model_file_path", "evaluation_only", "resume",
             "seed", "deterministic", "verbose_tensorflow", "distribution_strategy",
-            "multi_worker_port_base"),
+            "multi_worker_port_base", "intra_op_threads", "inter_op_threads", "opencv_threads"),
 }
 FLAG_NAMES = tuple(name for names in GROUPS.values() for name in names)
 # What a checkpoint's weights depend on: a saved run and an explicit flag must agree on these.

@@ -218,6 +218,13 @@ def _define_run_flags():
     flags.DEFINE_integer("multi_worker_port_base", 8888,
                          "Under Slurm, the port of each node's first worker (the next ones "
                          "count up).")
+    flags.DEFINE_integer("intra_op_threads", 0,
+                         "Threads one TensorFlow op may use (0: TensorFlow's choice, the cores).")
+    flags.DEFINE_integer("inter_op_threads", 0,
+                         "TensorFlow ops run at once (0: TensorFlow's choice).")
+    flags.DEFINE_integer("opencv_threads", -1,
+                         "OpenCV's threads per call in the loader workers (-1: OpenCV's "
+                         "default, the cores; 0: none, each worker on its own thread).")
     flags.DEFINE_bool("verbose_tensorflow", False,
                       "Show TensorFlow's start-up and C++ log lines (hidden by default).")
 

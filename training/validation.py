@@ -31,7 +31,7 @@ NON_NEGATIVE = ("region_num", "freeze_backbone_for_N_epochs", "epoch_num", "test
                 "kernel_regularization_factor", "bias_regularization_factor",
                 "gamma_regularization_factor", "beta_regularization_factor",
                 "learning_rate_gamma", "circle_loss_weight", "query_expansion_k",
-                "center_loss_weight", "visualize_num")
+                "center_loss_weight", "visualize_num", "intra_op_threads", "inter_op_threads")
 PROBABILITIES = ("patch_replacement_probability", "random_erasing_probability",
                  "label_smoothing")
 
@@ -55,6 +55,9 @@ def validate(values):
     for name in PROBABILITIES:
         if not 0 <= values[name] <= 1:
             raise OptionError("--{} must be in [0, 1] (got {}).".format(name, values[name]))
+    if values["opencv_threads"] < -1:
+        raise OptionError("--opencv_threads must be -1 (OpenCV's default) or >= 0 (got {})."
+                          .format(values["opencv_threads"]))
     _check_ranges(values)
     values["learning_rate_milestones"] = _milestones(values["learning_rate_milestones"])
     _check_input_size(values)
