@@ -68,7 +68,8 @@ class Backbone:
         preprocessing_mode: "torch", "caffe" or "tf" (what ``preprocess_input`` computes).
         min_input_size: smallest accepted (height, width).
         input_shape: (H, W, 3) the blocks were built for.
-        last_stride: 1 (re-ID default, output stride 16) or 2 (upstream, output stride 32).
+        last_stride: 1 (re-ID default: the last downsampling removed, output stride 16; OSNet 8)
+            or 2 (upstream: output stride 32; OSNet 16).
         feature_channels: channels of the last block's output.
         frozen_block_names: names of all blocks (prefixes to freeze the backbone in stage A; they
             also match copies named ``<last block name><suffix>``).

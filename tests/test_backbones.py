@@ -43,7 +43,8 @@ def test_names_cover_both_families_and_small_models():
                  "ibn_resnet101", "resnesta101", "ResNet50", "ResNet101", "ResNet152",
                  "ResNet50V2", "ResNet101V2", "ResNet152V2", "MobileNetV3Small",
                  "MobileNetV3Large", "MobileNetV2", "EfficientNetV2B0", "EfficientNetV2S",
-                 "EfficientNetV2M"]:
+                 "EfficientNetV2M", "osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25",
+                 "osnet_ibn_x1_0"]:
         assert name in names
 
 

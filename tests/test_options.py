@@ -109,3 +109,15 @@ def test_last_stride_and_time_budget_checks(validate, tmp_path):
     with pytest.raises(ValueError, match="--region_num"):
         validate(_options(root_folder_path=str(tmp_path), image_height=128, image_width=64,
                           backbone_last_stride=2, region_num=5))
+
+
+def test_osnet_strides_and_weights(validate, tmp_path):
+    # OSNet downsamples 8 times with last stride 1 (16 with 2): 64 // 8 = 8 rows fit 8 stripes.
+    options = dict(root_folder_path=str(tmp_path), backbone_model_name="osnet_x0_25",
+                   backbone_weights="none", image_height=64, image_width=32)
+    validate(_options(**options, region_num=8))
+    with pytest.raises(ValueError, match="--region_num"):
+        validate(_options(**options, backbone_last_stride=2, region_num=5))
+    # No ImageNet weights in Keras format: refused before any data is read.
+    with pytest.raises(ValueError, match="--backbone_weights none"):
+        validate(_options(**dict(options, backbone_weights="imagenet")))

@@ -2,7 +2,8 @@
 allowed values. The allowed values are the implementing modules' own constants."""
 import os
 
-from applications import BACKBONE_NAMES, backbone_min_input_size
+from applications import (BACKBONE_NAMES, backbone_has_imagenet_weights,
+                          backbone_min_input_size, backbone_output_stride)
 from applications.reid_model import CLASSIFIER_HEADS, EVALUATION_FEATURES, POOLING_MODES
 from datasets import DATASET_NAMES
 from datasets.combined import SEPARATOR, check_combination, dataset_names
@@ -123,8 +124,8 @@ def _check_input_size(values):
             "--image_height x --image_width = {}x{} is below the minimum {}x{} of "
             "--backbone_model_name {}.".format(height, width, min_height, min_width,
                                                values["backbone_model_name"]))
-    # The backbones reduce the height 16 times with last stride 1, 32 times with 2.
-    rows = height // (16 * values["backbone_last_stride"])
+    rows = height // backbone_output_stride(values["backbone_model_name"],
+                                            values["backbone_last_stride"])
     if values["region_num"] > 0 and rows < values["region_num"]:
         raise OptionError(
             "--region_num {} needs at least {} feature-map rows, but --image_height {} gives "
@@ -155,6 +156,11 @@ def _check_run(values):
     if weights.lower() not in ("imagenet", "none") and not os.path.isfile(weights):
         raise OptionError("--backbone_weights must be imagenet, none or an existing .h5 file "
                           "(got {!r}).".format(weights))
+    if weights.lower() == "imagenet" and not backbone_has_imagenet_weights(
+            values["backbone_model_name"]):
+        raise OptionError("--backbone_model_name {} has no ImageNet weights in Keras format: "
+                          "train it from scratch with --backbone_weights none, or pass a local "
+                          ".h5 file of its weights.".format(values["backbone_model_name"]))
     if dataset_names(values["dataset_name"]) != ["Synthetic"] and not os.path.isdir(values["root_folder_path"]):
         raise OptionError("--root_folder_path {!r} is not a folder. Point it at the folder "
                           "that holds the dataset folder (e.g. the parent of "
