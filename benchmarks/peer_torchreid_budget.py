@@ -90,11 +90,13 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 
 REPOSITORY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(REPOSITORY_PATH)  # last: the repository's top-level packages shadow nothing
+from utils.machine import cpu_model_name  # noqa: E402  (plain Python, no TensorFlow)
+
 DATASET_FOLDER = "Market-1501-v15.09.15"
 DATASET_KEY = "market1501_budget"  # this script's registration of torchreid's Market1501 class
 RECIPE = dict(weight_decay=5e-4, adam_betas=(0.9, 0.999), margin=0.3, label_smooth=True,
@@ -147,17 +149,6 @@ def parse_arguments():
                         help="Where results.jsonl, history.jsonl and the final weights go "
                              "(default: output/peer_torchreid_budget/<model>_<minutes>min).")
     return parser, parser.parse_args()
-
-
-def cpu_model_name():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for text in file:
-                if text.startswith("model name"):
-                    return text.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def mean_inverse_negative_penalty(distmat, q_pids, g_pids, q_camids, g_camids, chunk=256):

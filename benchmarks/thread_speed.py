@@ -15,7 +15,6 @@ markdown table; the CPU model heads it, since the best setting differs between C
 import argparse
 import csv
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import tempfile
 import time
 
 REPOSITORY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPOSITORY_PATH)
+from utils.machine import cpu_model_name  # noqa: E402  (no TensorFlow)
 DEFAULT_SETTINGS = ("default; opencv_threads=0; inter_op_threads=1; intra_op_threads=1; "
                     "workers=1; workers=1,opencv_threads=0; "
                     "workers=1,opencv_threads=0,inter_op_threads=1")
@@ -45,17 +46,6 @@ def parse_settings(text):
                 raise SystemExit("--settings: {!r} is not name=value.".format(pair))
         settings.append((", ".join(pairs), ["--" + pair for pair in pairs]))
     return settings
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_once(arguments, flags, output_folder):
@@ -106,7 +96,7 @@ def main():
                 print("round {} | {}: {:.0f} images/s".format(
                     round_index + 1, name, results[name][-1][0]), file=sys.stderr, flush=True)
     print("{} ({} cores), {}, {} epochs x {} steps, {} round(s)\n".format(
-        cpu_model(), os.cpu_count(), os.path.basename(arguments.flagfile), arguments.epochs,
+        cpu_model_name(), os.cpu_count(), os.path.basename(arguments.flagfile), arguments.epochs,
         arguments.steps, arguments.rounds))
     print("| setting | train images/s (median over rounds) | user CPU s | system CPU s | "
           "system share | wall s |")

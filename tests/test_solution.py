@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import TINY_RUN_FLAGS, make_tiny_run_dataset
+from utils.machine import cpu_model_name
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,17 +114,6 @@ PINNED_METRICS = {
     "AMD EPYC": {"mAP": 0.17952172707611977, "rank-1": 0.20000000298023224,
                  "rank-5": 0.4000000059604645, "mINP": 0.10135586299476655},
 }
-
-
-def cpu_model_name():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def test_deterministic_runs_repeat_exactly(tiny_root, tmp_path, deterministic_run):
