@@ -27,6 +27,7 @@ REPOSITORY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # budget and the flip inside the model.
 sys.path.insert(0, REPOSITORY_PATH)
 from training.config import FLAG_NAMES  # noqa: E402  (TensorFlow-free)
+from utils.machine import cpu_description  # noqa: E402  (no TensorFlow)
 
 RECIPE_PATH = os.path.join(REPOSITORY_PATH, "configs", "market1501_cpu_budget.flags")
 SET_BY_THIS_SCRIPT = ("time_budget_minutes", "use_horizontal_flipping_inside_model")
@@ -161,7 +162,7 @@ def result_line(run_folder, flag_values, defaults, minutes, extra):
             "image_size": "{}x{}".format(flag_values["image_height"], flag_values["image_width"]),
             "flip_in_evaluation": metrics["use_horizontal_flipping_in_evaluation"],
             "re_ranking": metrics["use_re_ranking"],
-            "non_default_flags": changed, "extra_flags": list(extra)}
+            "non_default_flags": changed, "extra_flags": list(extra), "cpu": cpu_description()}
 
 
 def main():

@@ -95,7 +95,7 @@ import warnings  # noqa: E402
 
 REPOSITORY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(REPOSITORY_PATH)  # last: the repository's top-level packages shadow nothing
-from utils.machine import cpu_model_name  # noqa: E402  (plain Python, no TensorFlow)
+from utils.machine import cpu_description  # noqa: E402  (plain Python, no TensorFlow)
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 DATASET_KEY = "market1501_budget"  # this script's registration of torchreid's Market1501 class
@@ -377,7 +377,7 @@ def main():
         "softmax_only_epochs": min(arguments.softmax_only_epochs, len(history)),
         "last_learning_rate": history[-1]["learning_rate"],
         "evaluation_minutes": round((time.time() - evaluation_start) / 60, 2),
-        "cpu": cpu_model_name(),
+        "cpu": cpu_description(),
     }
     os.makedirs(output)
     with open(os.path.join(output, "history.jsonl"), "w") as file:

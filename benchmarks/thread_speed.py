@@ -4,8 +4,9 @@
         [--root_folder_path data] [--epochs 3] [--steps 30] [--rounds 1]
         [--settings "default; opencv_threads=0; inter_op_threads=1; workers=1,opencv_threads=0"]
 
-Each setting (``;``-separated; each a ``,``-separated list of solution.py flags ``name=value``,
-or ``default``) trains the recipe for ``--epochs`` x ``--steps`` with no evaluation, in its own
+Each setting (``;``-separated; each a ``,``-separated list of solution.py flags ``name=value``
+and environment variables ``NAME=value`` (upper case, e.g. ``TF_ENABLE_ONEDNN_OPTS=0``), or
+``default``) trains the recipe for ``--epochs`` x ``--steps`` with no evaluation, in its own
 process (TensorFlow's pools are fixed when its runtime starts). Reported: train images/s (median
 of the epochs after the first, which traces the graph), the process's user and system CPU
 seconds and the system share, which grows when threads outnumber the cores and spin or switch.
@@ -24,31 +25,38 @@ import time
 
 REPOSITORY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPOSITORY_PATH)
-from utils.machine import cpu_model_name  # noqa: E402  (no TensorFlow)
-DEFAULT_SETTINGS = ("default; opencv_threads=0; inter_op_threads=1; intra_op_threads=1; "
-                    "workers=1; workers=1,opencv_threads=0; "
+from utils.machine import cpu_description  # noqa: E402  (no TensorFlow)
+DEFAULT_SETTINGS = ("default; TF_ENABLE_ONEDNN_OPTS=0; opencv_threads=0; inter_op_threads=1; "
+                    "intra_op_threads=1; workers=1; workers=1,opencv_threads=0; "
                     "workers=1,opencv_threads=0,inter_op_threads=1")
 
 
 def parse_settings(text):
-    """``"default; a=1,b=2"`` -> ``[("default", []), ("a=1, b=2", ["--a=1", "--b=2"])]``."""
+    """``"default; a=1,B=2"`` -> ``[("default", [], {}), ("a=1, B=2", ["--a=1"], {"B": "2"})]``:
+    lower-case names are solution.py flags, upper-case ones environment variables."""
     settings = []
     for item in text.split(";"):
         item = item.strip()
         if not item:
             continue
         if item == "default":
-            settings.append(("default", []))
+            settings.append(("default", [], {}))
             continue
         pairs = [pair.strip() for pair in item.split(",") if pair.strip()]
+        flags, environment = [], {}
         for pair in pairs:
             if "=" not in pair:
                 raise SystemExit("--settings: {!r} is not name=value.".format(pair))
-        settings.append((", ".join(pairs), ["--" + pair for pair in pairs]))
+            name, value = pair.split("=", 1)
+            if name.isupper():
+                environment[name] = value
+            else:
+                flags.append("--" + pair)
+        settings.append((", ".join(pairs), flags, environment))
     return settings
 
 
-def run_once(arguments, flags, output_folder):
+def run_once(arguments, flags, environment, output_folder):
     """(images/s of the epochs after the first, user CPU s, system CPU s, wall s)."""
     command = [sys.executable, os.path.join(REPOSITORY_PATH, "solution.py"),
                "--flagfile", arguments.flagfile, "--root_folder_path", arguments.root_folder_path,
@@ -59,7 +67,7 @@ def run_once(arguments, flags, output_folder):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     process = subprocess.run(command, cwd=REPOSITORY_PATH, capture_output=True, text=True,
-                             env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"))
+                             env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", **environment))
     wall = time.time() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode:
@@ -87,21 +95,21 @@ def main():
     if arguments.epochs < 2:
         parser.error("--epochs must be at least 2 (the first traces the graph).")
     settings = parse_settings(arguments.settings)
-    results = {name: [] for name, _ in settings}
+    results = {name: [] for name, _, _ in settings}
     with tempfile.TemporaryDirectory() as folder:
         for round_index in range(arguments.rounds):
-            for index, (name, flags) in enumerate(settings):
+            for index, (name, flags, environment) in enumerate(settings):
                 output = os.path.join(folder, "r{}_s{}".format(round_index, index))
-                results[name].append(run_once(arguments, flags, output))
+                results[name].append(run_once(arguments, flags, environment, output))
                 print("round {} | {}: {:.0f} images/s".format(
                     round_index + 1, name, results[name][-1][0]), file=sys.stderr, flush=True)
     print("{} ({} cores), {}, {} epochs x {} steps, {} round(s)\n".format(
-        cpu_model_name(), os.cpu_count(), os.path.basename(arguments.flagfile), arguments.epochs,
+        cpu_description(), os.cpu_count(), os.path.basename(arguments.flagfile), arguments.epochs,
         arguments.steps, arguments.rounds))
     print("| setting | train images/s (median over rounds) | user CPU s | system CPU s | "
           "system share | wall s |")
     print("|---|---|---|---|---|---|")
-    for name, _ in settings:
+    for name, _, _ in settings:
         speed, user, system, wall = (statistics.median(column) for column in zip(*results[name]))
         print("| {} | {:.0f} | {:.0f} | {:.0f} | {:.0%} | {:.0f} |".format(
             name, speed, user, system, system / max(user + system, 1e-9), wall))

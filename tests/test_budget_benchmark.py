@@ -1,4 +1,5 @@
-"""The Market-1501 budget benchmark reports the flags solution.py really ran with."""
+"""The benchmark scripts: the budget one reports the flags solution.py really ran with; the
+thread one tells flags from environment variables."""
 import os
 import sys
 
@@ -36,3 +37,15 @@ def test_any_market_recipe_file_is_a_configuration():
             os.path.join(configs, "deep_efficient_reid_cuhk03_labeled_ibn_resnet50.flags"))
     with pytest.raises(SystemExit, match="no_flip_inside"):
         market1501_budget.configuration_flags("nonexistent")
+
+
+def test_thread_speed_settings_split_flags_from_environment_variables():
+    import thread_speed
+    settings = thread_speed.parse_settings(
+        "default; TF_ENABLE_ONEDNN_OPTS=0; workers=1, opencv_threads=0,OMP_NUM_THREADS=2")
+    assert settings == [
+        ("default", [], {}), ("TF_ENABLE_ONEDNN_OPTS=0", [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+        ("workers=1, opencv_threads=0, OMP_NUM_THREADS=2",
+         ["--workers=1", "--opencv_threads=0"], {"OMP_NUM_THREADS": "2"})]
+    with pytest.raises(SystemExit, match="workers"):
+        thread_speed.parse_settings("workers")

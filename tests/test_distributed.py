@@ -183,6 +183,7 @@ def two_worker_run(tiny_root, tmp_path_factory):
     return output / "Folder_MobileNetV3Small", logs
 
 
+@pytest.mark.slow
 def test_two_workers_train_like_one_process(tiny_root, tmp_path, two_worker_run):
     run_folder, logs = two_worker_run
     assert "2 replicas on 2 worker(s); this is worker 0 (the chief)" in logs[0]
@@ -204,6 +205,7 @@ def test_two_workers_train_like_one_process(tiny_root, tmp_path, two_worker_run)
                                        rtol=RELATIVE_TOLERANCE, err_msg=column)
 
 
+@pytest.mark.slow
 def test_dead_worker_fails_the_run_and_every_worker_resumes(tiny_root, two_worker_run):
     run_folder, _ = two_worker_run
     # Restart both workers on the finished two-epoch run with a longer schedule; kill worker 1

@@ -108,6 +108,7 @@ def test_single_node_training_job(cluster, tiny_job_environment, tmp_path):
     check_run_folder(output)
 
 
+@pytest.mark.slow
 def test_two_worker_training_job(cluster, tiny_job_environment, tmp_path):
     output = tmp_path / "output"
     environment = dict(tiny_job_environment, OUTPUT=str(output),

@@ -2,13 +2,33 @@
 import platform
 
 
-def cpu_model_name():
-    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), else what platform knows."""
+def _cpuinfo_line(key):
     try:
         with open("/proc/cpuinfo") as file:
             for line in file:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model_name():
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), else what platform knows."""
+    return _cpuinfo_line("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vector_extension():
+    """The widest x86 vector extension the CPU reports: "AVX-512", "AVX2", "AVX" or ""."""
+    flags = set((_cpuinfo_line("flags") or "").split())
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            return name
+    return ""
+
+
+def cpu_description():
+    """Model name and widest vector extension (e.g. "AMD EPYC, AVX2"): machines with one model
+    name differ in speed and rounding with the kernels oneDNN picks for the extension."""
+    extension = cpu_vector_extension()
+    return cpu_model_name() + (", " + extension if extension else "")

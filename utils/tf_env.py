@@ -7,9 +7,15 @@ TensorFlow's start-up lines (oneDNN, "Could not find cuda drivers", "failed call
 on every CPU machine) are hidden unless ``REID_VERBOSE_TENSORFLOW=1`` (solution.py's
 ``--verbose_tensorflow``) or ``TF_CPP_MIN_LOG_LEVEL`` is set. Some are written to the
 process's stderr before TensorFlow's log level applies, so stderr is closed while it loads.
+
+TensorFlow's oneDNN kernels are on here on every x86 CPU (``TF_ENABLE_ONEDNN_OPTS=0`` turns
+them off): TensorFlow itself turns them on only where the CPU has AVX-512 VNNI or newer, and on
+an AVX2-only AMD EPYC its default Eigen kernels trained about half as fast (benchmarks/README.md,
+"Threads and oneDNN").
 """
 import contextlib
 import os
+import platform
 import sys
 
 _HINT = ("Set TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (e.g. `export "
@@ -24,6 +30,8 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 VERBOSE = (os.environ.get("REID_VERBOSE_TENSORFLOW") == "1"
            or "TF_CPP_MIN_LOG_LEVEL" in os.environ)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 @contextlib.contextmanager
