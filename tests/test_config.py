@@ -126,31 +126,37 @@ def test_deterministic_needs_a_seed():
     assert make_config(deterministic=True, seed=1).run.deterministic
 
 
-def _tensorflow_start_up_stderr(**environment):
+def _tensorflow_start_up(**environment):
+    """(stderr, TF_ENABLE_ONEDNN_OPTS as TensorFlow saw it) of a process importing utils.tf_env."""
     import subprocess
     import sys
     env = {key: value for key, value in os.environ.items()
            if key not in ("TF_CPP_MIN_LOG_LEVEL", "REID_VERBOSE_TENSORFLOW",
                           "TF_ENABLE_ONEDNN_OPTS")}
     env.update(environment)
-    code = "from utils.tf_env import tf; print(float(tf.reduce_sum(tf.ones(3))))"
+    code = ("import os; from utils.tf_env import tf; print(float(tf.reduce_sum(tf.ones(3)))); "
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             env=env, timeout=120)
-    assert result.returncode == 0 and result.stdout.strip() == "3.0", result.stderr
-    return result.stderr
+    lines = result.stdout.split()
+    assert result.returncode == 0 and lines[0] == "3.0", result.stderr
+    return result.stderr, lines[1]
 
 
 def test_tensorflow_start_up_lines_are_hidden_unless_asked_for():
-    assert _tensorflow_start_up_stderr() == ""
+    stderr, onednn = _tensorflow_start_up()
+    assert stderr == ""
     # Asked for, TensorFlow's own lines come through; on x86 they say oneDNN is on, which
     # TensorFlow itself does only on CPUs with AVX-512 VNNI or newer (utils/tf_env.py).
-    verbose = _tensorflow_start_up_stderr(REID_VERBOSE_TENSORFLOW="1")
+    verbose, _ = _tensorflow_start_up(REID_VERBOSE_TENSORFLOW="1")
     assert verbose.strip(), "REID_VERBOSE_TENSORFLOW=1 showed none of TensorFlow's lines"
     if platform.machine().lower() in ("x86_64", "amd64"):
+        assert onednn == "1"
         assert "oneDNN custom operations are on" in verbose
-        off = _tensorflow_start_up_stderr(REID_VERBOSE_TENSORFLOW="1", TF_ENABLE_ONEDNN_OPTS="0")
-        assert "oneDNN custom operations are on" not in off
+        # The user's setting wins.
+        off, onednn = _tensorflow_start_up(REID_VERBOSE_TENSORFLOW="1", TF_ENABLE_ONEDNN_OPTS="0")
+        assert onednn == "0" and "oneDNN custom operations are on" not in off
 
 
 def test_optimizer_and_milestone_flags():

@@ -13,6 +13,11 @@ def _cpuinfo_line(key):
     return None
 
 
+def is_x86():
+    """Whether this is an x86-64 machine (where TensorFlow's oneDNN kernels apply)."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def cpu_model_name():
     """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), else what platform knows."""
     return _cpuinfo_line("model name") or platform.processor() or platform.machine()
@@ -29,6 +34,6 @@ def cpu_vector_extension():
 
 def cpu_description():
     """Model name and widest vector extension (e.g. "AMD EPYC, AVX2"): machines with one model
-    name differ in speed and rounding with the kernels oneDNN picks for the extension."""
+    name differ in speed with the extension (and TensorFlow's own oneDNN default with it)."""
     extension = cpu_vector_extension()
     return cpu_model_name() + (", " + extension if extension else "")

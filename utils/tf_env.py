@@ -15,8 +15,9 @@ an AVX2-only AMD EPYC its default Eigen kernels trained about half as fast (benc
 """
 import contextlib
 import os
-import platform
 import sys
+
+from utils.machine import is_x86
 
 _HINT = ("Set TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (e.g. `export "
          "TF_USE_LEGACY_KERAS=1`, or import `utils.tf_env` before anything that imports "
@@ -30,7 +31,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 VERBOSE = (os.environ.get("REID_VERBOSE_TENSORFLOW") == "1"
            or "TF_CPP_MIN_LOG_LEVEL" in os.environ)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if platform.machine().lower() in ("x86_64", "amd64"):
+if is_x86():
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
