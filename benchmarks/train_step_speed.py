@@ -2,7 +2,7 @@
 
     python benchmarks/train_step_speed.py [--steps 60] [--rounds 3] [--xla] [--mixed_bfloat16]
                                           [--mixed_float16] [--identities_per_batch 32,...]
-                                          [--extras_only]
+                                          [--l2_forms] [--extras_only]
 
 Builds, in one process, the Market-1501 budget benchmark's training model
 (`market1501_budget.py`, configuration ``no_flip_inside``, 751 classes) and variants of it
@@ -14,12 +14,16 @@ levels from one minute to the next. ``--xla`` adds the default model compiled wi
 ``jit_compile=True``, ``--mixed_bfloat16`` the default model built under Keras' mixed_bfloat16
 policy (bfloat16 compute, float32 variables), ``--mixed_float16`` the default model with
 ``--mixed_precision`` (float16 compute, dynamic loss scale), ``--identities_per_batch`` the default model at
-other P of the PK batch (K stays 4, the same images per round); ``--extras_only`` times only the
-default model and these. Prints one markdown table (images/s, median and range over the rounds).
+other P of the PK batch (K stays 4, the same images per round), ``--l2_forms`` the default model
+with one L2 loss per tensor (the form before they were fused into one loss per model) and
+without L2; ``--extras_only`` times only the
+default model and these. Prints one markdown table (images/s, median and range over the rounds;
+the seconds of each model's first fit, which traces the step).
 """
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -74,6 +78,9 @@ def main():
                              "dynamic loss scale).")
     parser.add_argument("--identities_per_batch", default="",
                         help="Comma-separated P values: the default model at these batch sizes.")
+    parser.add_argument("--l2_forms", action="store_true",
+                        help="Add the default model with one L2 loss per tensor (the form before "
+                             "the fused loss) and the default model without L2.")
     parser.add_argument("--extras_only", action="store_true",
                         help="Leave out the other variants and the bare Keras model.")
     arguments = parser.parse_args()
@@ -105,6 +112,18 @@ def main():
     if arguments.mixed_float16:
         models["re-ID model, two stripes, adaptive L2, `--mixed_precision` (mixed_float16)"] = \
             compiled_training_model(options.replace(mixed_precision=True), NUM_CLASSES)
+    if arguments.l2_forms:
+        import functools
+        import training.trainer
+        from applications.regularization import RegularizationConfig
+        training.trainer.RegularizationConfig = functools.partial(RegularizationConfig,
+                                                                  fused=False)
+        models["re-ID model, two stripes, adaptive L2 as one loss per tensor"] = \
+            compiled_training_model(options, NUM_CLASSES)
+        training.trainer.RegularizationConfig = RegularizationConfig
+        models["re-ID model, two stripes, no L2"] = compiled_training_model(
+            RunConfig.from_flag_values(dict(base, **NO_L2, use_adaptive_l1_l2_regularizer=False)),
+            NUM_CLASSES)
     if not arguments.extras_only:
         models["bare Keras MobileNetV3Small + pooling + BN + classifier, cross-entropy only"] = \
             bare_keras_model(options)
@@ -121,8 +140,11 @@ def main():
         datasets_by_size[size] = tf.data.Dataset.from_tensors(
             (images.astype("float32"), labels)).repeat()
     datasets = {name: datasets_by_size[size] for name, size in batch_sizes.items()}
+    first_fit_seconds = {}
     for name, model in models.items():
+        start = time.perf_counter()
         model.fit(datasets[name], steps_per_epoch=5, epochs=1, verbose=0)  # tracing
+        first_fit_seconds[name] = time.perf_counter() - start
     speeds = {name: [] for name in models}
     for _ in range(arguments.rounds):
         for name, model in models.items():
@@ -131,12 +153,13 @@ def main():
                 lambda: model.fit(datasets[name], steps_per_epoch=steps, epochs=1, verbose=0),
                 steps * batch_sizes[name]))
 
-    print("| model ({} {}x{}, batch {}, {} cores) | train images/s, median (range) |".format(
-        options.model.backbone_model_name, height, width, batch_size,
-        os.cpu_count()))
-    print("|---|---|")
+    print("| model ({} {}x{}, batch {}, {} cores) | train images/s, median (range) "
+          "| first fit: trace + 5 steps (s) |".format(
+              options.model.backbone_model_name, height, width, batch_size, os.cpu_count()))
+    print("|---|---|---|")
     for name, values in speeds.items():
-        print("| {} | {} |".format(name, median_and_range(values)))
+        print("| {} | {} | {:.1f} |".format(name, median_and_range(values),
+                                            first_fit_seconds[name]))
 
 
 if __name__ == "__main__":

@@ -49,12 +49,81 @@ def test_fixed_l2_value_and_count_match_brute_force(capsys):
         weight.assign(np.random.RandomState(len(weight.name)).randn(*weight.shape))
     terms = attach_regularizers(model, RegularizationConfig(**FACTORS, adaptive=False))
     count, value = brute_force_expected(model, FACTORS)
-    assert count == len(terms) == len(model.losses) == 10
+    assert count == len(terms) == 10
+    assert len(model.losses) == 1  # one fused loss for all terms
     assert float(tf.add_n(model.losses)) == pytest.approx(value, rel=1e-5)
     assert float(regularization_loss(terms)) == pytest.approx(value, rel=1e-5)
     assert all(term.theta is None for term in terms)
     assert regularization_factors(terms) == {}
     assert "Added 10 regularization terms." in capsys.readouterr().out
+
+
+def test_fused_adaptive_loss_and_gradients_match_the_per_tensor_formula():
+    """Every θ in a different part of the hard sigmoid (flat 0, slope, flat 1): the fused loss and
+    its gradients against amplitude * clip(0.2θ + 0.5, 0, 1) * sum(w^2), term by term in float64."""
+    model = nested_model()
+    terms = attach_regularizers(model, RegularizationConfig(**FACTORS), verbose=False)
+    rng = np.random.RandomState(3)
+    for index, term in enumerate(terms):
+        term.variable.assign(rng.randn(*term.variable.shape))
+        term.theta.assign([-3.0, -1.0, 0.4, 2.0, 3.5][index % 5])
+    with tf.GradientTape() as tape:
+        (loss,) = model.losses
+    variables = [term.variable for term in terms] + [term.theta for term in terms]
+    gradients = tape.gradient(loss, variables)
+    expected_loss = 0.0
+    for index, term in enumerate(terms):
+        w = term.variable.numpy().astype("float64")
+        theta = float(term.theta.numpy())
+        amplitude = FACTORS["kernel" if "kernel" in term.parameter else term.parameter]
+        fraction = min(max(0.2 * theta + 0.5, 0.0), 1.0)
+        expected_loss += amplitude * fraction * np.sum(w ** 2)
+        np.testing.assert_allclose(gradients[index], 2 * amplitude * fraction * w, rtol=1e-5)
+        slope = 0.2 if -2.5 < theta < 2.5 else 0.0
+        assert float(gradients[len(terms) + index]) == pytest.approx(
+            amplitude * slope * np.sum(w ** 2), rel=1e-5, abs=1e-12)
+    assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_one_loss_per_tensor_gives_the_fused_value_and_gradients(adaptive):
+    losses_and_gradients = []
+    for fused in (True, False):
+        model = nested_model()
+        terms = attach_regularizers(model, RegularizationConfig(
+            **FACTORS, adaptive=adaptive, fused=fused), verbose=False)
+        rng = np.random.RandomState(5)
+        for term in terms:
+            term.variable.assign(rng.randn(*term.variable.shape))
+            if adaptive:
+                term.theta.assign(rng.uniform(-3.0, 3.0))
+        assert len(model.losses) == (1 if fused else len(terms))
+        with tf.GradientTape() as tape:
+            loss = tf.add_n(model.losses)
+        losses_and_gradients.append((float(loss), tape.gradient(loss, model.trainable_weights)))
+    (fused_loss, fused_gradients), (loss, gradients) = losses_and_gradients
+    assert fused_loss == pytest.approx(loss, rel=1e-6)
+    for fused_gradient, gradient in zip(fused_gradients, gradients):
+        if gradient is None:  # not regularised (the LayerNorm's weights)
+            assert fused_gradient is None
+        else:
+            np.testing.assert_allclose(fused_gradient, gradient, rtol=1e-5, atol=1e-9)
+
+
+def test_each_term_goes_to_the_first_given_model_that_holds_it():
+    model = nested_model()
+    inner = model.get_layer("inner")
+    weights = {weight.name: np.random.RandomState(len(weight.name)).randn(*weight.shape)
+               for weight in model.weights}
+    for weight in model.weights:
+        weight.assign(weights[weight.name])
+    terms = attach_regularizers([inner, model], RegularizationConfig(**FACTORS, adaptive=False),
+                                verbose=False)
+    _, total = brute_force_expected(model, FACTORS)
+    _, inner_only = brute_force_expected(inner, FACTORS)
+    assert len(terms) == 10 and len(inner.losses) == 1 and len(model.losses) == 2
+    assert float(tf.add_n(inner.losses)) == pytest.approx(inner_only, rel=1e-5)
+    assert float(tf.add_n(model.losses)) == pytest.approx(total, rel=1e-5)  # each term once
 
 
 def test_fixed_zero_factor_skips_adaptive_zero_attaches():
