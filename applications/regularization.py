@@ -73,6 +73,11 @@ class RegularizationConfig:
         return factor >= 0 if self.adaptive else factor > 0
 
 
+def _hard_sigmoid(theta):
+    """The adaptive factor's fraction of its amplitude: clip(0.2θ + 0.5, 0, 1)."""
+    return tf.clip_by_value(HARD_SIGMOID_SLOPE * theta + 0.5, 0.0, 1.0)
+
+
 @dataclasses.dataclass(eq=False)
 class RegularizationTerm:
     """One regularised tensor: ``factor * sum(variable^2)``, factor fixed or adaptive."""
@@ -89,8 +94,7 @@ class RegularizationTerm:
     def factor_tensor(self):
         if self.theta is None:
             return tf.constant(self.amplitude, dtype=self.variable.dtype)
-        return self.amplitude * tf.clip_by_value(
-            HARD_SIGMOID_SLOPE * tf.cast(self.theta, self.variable.dtype) + 0.5, 0.0, 1.0)
+        return self.amplitude * _hard_sigmoid(tf.cast(self.theta, self.variable.dtype))
 
     def effective_factor(self):
         """Current factor as a Python float (amplitude * clip(0.2θ + 0.5, 0, 1) if adaptive)."""
@@ -107,10 +111,15 @@ class RegularizationTerm:
                 f"{self.parameter}_regularizer_l2_regularization_factor")
 
 
+def _as_list(model_or_models):
+    return list(model_or_models) if isinstance(model_or_models, (list, tuple)) \
+        else [model_or_models]
+
+
 def iterate_layers(model_or_models):
     """Every Keras layer inside the given models/layers, recursively and each once, in a stable
     order (nested models and tf2cv-style layers that hold sublayers as attributes included)."""
-    roots = model_or_models if isinstance(model_or_models, (list, tuple)) else [model_or_models]
+    roots = _as_list(model_or_models)
     seen = set()
     for root in roots:
         if not isinstance(root, keras.layers.Layer):
@@ -173,7 +182,7 @@ def _fused_loss(terms):
         factors = doubled_amplitudes
         if thetas:
             theta = tf.stack([tf.cast(value, tf.float32) for value in thetas])
-            factors = factors * tf.clip_by_value(HARD_SIGMOID_SLOPE * theta + 0.5, 0.0, 1.0)
+            factors = factors * _hard_sigmoid(theta)
         return tf.reduce_sum(factors * halved_sums)
     return loss
 
@@ -220,7 +229,7 @@ def attach_regularizers(model_or_models, config, verbose=True):
         return []
     if not isinstance(config, RegularizationConfig):
         raise ValueError(f"config must be a RegularizationConfig, got {type(config).__name__}.")
-    roots = model_or_models if isinstance(model_or_models, (list, tuple)) else [model_or_models]
+    roots = _as_list(model_or_models)
     terms, seen_variables, seen_layers = [], set(), set()
     for root in roots:
         root_terms = _root_terms(root, config, seen_layers, seen_variables)

@@ -1,7 +1,6 @@
 """The frozen run configuration: grouping, immutability, config.json and reading it back."""
 import json
 import os
-import platform
 
 import pytest
 from absl import flags
@@ -9,6 +8,7 @@ from absl import flags
 from conftest import default_config_values, make_config
 from training import config as run_config
 from training.config import FrozenConfigError, OptionError, RunConfig
+from utils.machine import is_x86
 
 
 def test_every_project_flag_is_in_exactly_one_group_and_nothing_else():
@@ -151,7 +151,7 @@ def test_tensorflow_start_up_lines_are_hidden_unless_asked_for():
     # TensorFlow itself does only on CPUs with AVX-512 VNNI or newer (utils/tf_env.py).
     verbose, _ = _tensorflow_start_up(REID_VERBOSE_TENSORFLOW="1")
     assert verbose.strip(), "REID_VERBOSE_TENSORFLOW=1 showed none of TensorFlow's lines"
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    if is_x86():
         assert onednn == "1"
         assert "oneDNN custom operations are on" in verbose
         # The user's setting wins.
