@@ -37,11 +37,12 @@ def median_and_range(values):
     return "{:.0f} ({:.0f} to {:.0f})".format(np.median(values), min(values), max(values))
 
 
-def compiled_training_model(config, num_classes, **compile_kwargs):
-    """The training model of ``config`` (a `RunConfig`), compiled as solution.py does."""
+def compiled_training_model(config, num_classes, trainer_class=None, **compile_kwargs):
+    """The training model of ``config`` (a `RunConfig`), compiled as solution.py does (by
+    ``trainer_class``, a `Trainer` subclass, if given)."""
     from training.trainer import Trainer
 
-    trainer = Trainer(config)
+    trainer = (trainer_class or Trainer)(config)
     trainer.build_models(num_classes)
     trainer.build_optimizer()
     return trainer.compile(**compile_kwargs)

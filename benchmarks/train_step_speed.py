@@ -45,6 +45,19 @@ VARIANTS = [
 ]
 
 
+def per_tensor_l2_trainer():
+    """A `Trainer` whose adaptive L2 is one loss per tensor (the unfused form)."""
+    import dataclasses
+
+    from training.trainer import Trainer
+
+    class PerTensorL2Trainer(Trainer):
+        def regularization_config(self):
+            return dataclasses.replace(super().regularization_config(), fused=False)
+
+    return PerTensorL2Trainer
+
+
 def bare_keras_model(options):
     backbone = keras.applications.MobileNetV3Small(
         input_shape=options.input_shape, include_top=False,
@@ -113,14 +126,8 @@ def main():
         models["re-ID model, two stripes, adaptive L2, `--mixed_precision` (mixed_float16)"] = \
             compiled_training_model(options.replace(mixed_precision=True), NUM_CLASSES)
     if arguments.l2_forms:
-        import functools
-        import training.trainer
-        from applications.regularization import RegularizationConfig
-        training.trainer.RegularizationConfig = functools.partial(RegularizationConfig,
-                                                                  fused=False)
         models["re-ID model, two stripes, adaptive L2 as one loss per tensor"] = \
-            compiled_training_model(options, NUM_CLASSES)
-        training.trainer.RegularizationConfig = RegularizationConfig
+            compiled_training_model(options, NUM_CLASSES, trainer_class=per_tensor_l2_trainer())
         models["re-ID model, two stripes, no L2"] = compiled_training_model(
             RunConfig.from_flag_values(dict(base, **NO_L2, use_adaptive_l1_l2_regularizer=False)),
             NUM_CLASSES)

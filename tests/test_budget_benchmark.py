@@ -16,7 +16,7 @@ def test_extra_flags_override_the_configuration_and_typos_stop_early():
     defaults, effective = market1501_budget.solution_flags(arguments + ["--weight_decay", "2.0"])
     assert defaults["weight_decay"] == 0.0 and defaults["backbone_model_name"] == "resnet50"
     assert effective["weight_decay"] == 2.0  # absl: the last occurrence wins
-    assert effective["backbone_model_name"] == "MobileNetV3Small"
+    assert effective["backbone_model_name"] == "osnet_x0_25"
     with pytest.raises(SystemExit, match="weight_decy"):
         market1501_budget.solution_flags(["--weight_decy", "2.0"])
 
@@ -32,6 +32,8 @@ def test_any_market_recipe_file_is_a_configuration():
     assert market1501_budget.configuration_name(recipe) == "tiny_baseline_market1501_resnet50"
     assert market1501_budget.configuration_flags("no_flip_inside")[
         "use_horizontal_flipping_inside_model"] is False
+    assert market1501_budget.configuration_flags("mobilenetv3small")[
+        "backbone_model_name"] == "MobileNetV3Small"
     with pytest.raises(SystemExit, match="Market-1501"):
         market1501_budget.configuration_flags(
             os.path.join(configs, "deep_efficient_reid_cuhk03_labeled_ibn_resnet50.flags"))

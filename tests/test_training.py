@@ -246,3 +246,27 @@ def test_mixed_precision_keeps_one_loss_scale_and_float32_weights(tmp_path):
         assert state() == after_second
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_regularization_config_follows_the_flags_and_is_a_subclass_seam():
+    import dataclasses
+
+    from training.trainer import Trainer
+
+    class PerTensorL2Trainer(Trainer):
+        def regularization_config(self):
+            return dataclasses.replace(super().regularization_config(), fused=False)
+
+    overrides = dict(backbone_model_name="MobileNetV3Small", backbone_weights="none",
+                     image_height=64, image_width=32, kernel_regularization_factor=0.25,
+                     gamma_regularization_factor=0.5)
+    config = Trainer(make_config(**overrides)).regularization_config()
+    assert (config.kernel, config.gamma, config.adaptive, config.fused) == (0.25, 0.5, True, True)
+    fused = Trainer(make_config(**overrides)).build_models(num_classes=5).training_model
+    per_tensor = PerTensorL2Trainer(make_config(**overrides)).build_models(
+        num_classes=5).training_model
+    thetas = [len([weight for weight in model.weights if "theta" in weight.name])
+              for model in (fused, per_tensor)]
+    assert thetas[0] == thetas[1] > 10
+    # One loss per regularised tensor instead of one per model.
+    assert len(per_tensor.losses) >= thetas[1] > len(fused.losses)

@@ -240,12 +240,7 @@ class Trainer:
         backbone = get_backbone(model_config.backbone_model_name,
                                 input_shape=self.config.input_shape, weights=weights,
                                 last_stride=model_config.backbone_last_stride)
-        regularization = RegularizationConfig(
-            kernel=model_config.kernel_regularization_factor,
-            bias=model_config.bias_regularization_factor,
-            gamma=model_config.gamma_regularization_factor,
-            beta=model_config.beta_regularization_factor,
-            adaptive=model_config.use_adaptive_l1_l2_regularizer)
+        regularization = self.regularization_config()
         models = build_reid_models(
             backbone, num_classes,
             region_num=model_config.region_num, pooling_mode=model_config.pooling_mode,
@@ -261,6 +256,16 @@ class Trainer:
             set_batch_normalization_momentum(models.training_model,
                                              model_config.batch_normalization_momentum)
         return models
+
+    def regularization_config(self):
+        """The L2 terms' factors (a seam: a subclass may return another form, e.g. unfused)."""
+        model_config = self.config.model
+        return RegularizationConfig(
+            kernel=model_config.kernel_regularization_factor,
+            bias=model_config.bias_regularization_factor,
+            gamma=model_config.gamma_regularization_factor,
+            beta=model_config.beta_regularization_factor,
+            adaptive=model_config.use_adaptive_l1_l2_regularizer)
 
     def build_center_losses(self, num_classes):
         """One center loss per branch embedding, with the centers' own SGD."""
