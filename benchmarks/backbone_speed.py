@@ -1,11 +1,12 @@
 """Backbone throughput (images/s) on this machine: one training step and inference.
 
-Each backbone (random weights, last stride 1) gets a proxy head (global average pooling ->
+Each backbone (random weights, last stride 1 unless ``--last_stride 2``) gets a proxy head (global average pooling ->
 Dense(num_classes) -> softmax cross-entropy) and an Adam optimizer; a compiled ``tf.function``
 training step and an inference call are timed after warm-up on random raw-RGB batches.
 
     python benchmarks/backbone_speed.py [--names MobileNetV3Small MobileNetV3Large resnet50]
         [--image_height 128 --image_width 64 --train_batch 32 --infer_batch 64 --steps 5]
+        [--last_stride 1]
 """
 import argparse
 import os
@@ -19,10 +20,11 @@ import numpy as np  # noqa: E402
 
 from utils.tf_env import keras, tf  # noqa: E402
 from applications import get_backbone  # noqa: E402
+from utils.machine import cpu_description  # noqa: E402
 
 
-def build_model(name, input_shape, num_classes):
-    backbone = get_backbone(name, input_shape, weights=None)
+def build_model(name, input_shape, num_classes, last_stride):
+    backbone = get_backbone(name, input_shape, weights=None, last_stride=last_stride)
     inputs = keras.Input(input_shape)
     x = inputs
     for block in backbone.blocks:
@@ -43,7 +45,7 @@ def images_per_second(function, batch, steps, warmup):
 
 def measure(name, args):
     input_shape = (args.image_height, args.image_width, 3)
-    model = build_model(name, input_shape, args.num_classes)
+    model = build_model(name, input_shape, args.num_classes, args.last_stride)
     optimizer = keras.optimizers.Adam(2e-4)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(0)
@@ -78,7 +80,11 @@ def main():
     parser.add_argument("--infer_batch", type=int, default=64)
     parser.add_argument("--num_classes", type=int, default=751)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--last_stride", type=int, choices=(1, 2), default=1)
     args = parser.parse_args()
+    print("{}; {}x{}, last stride {}, train batch {}, inference batch {}, {} timed steps".format(
+        cpu_description(), args.image_height, args.image_width, args.last_stride,
+        args.train_batch, args.infer_batch, args.steps))
     print("{:<18} {:>10} {:>14} {:>14}".format("backbone", "params", "train img/s",
                                               "infer img/s"))
     for name in args.names:
