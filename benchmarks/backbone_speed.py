@@ -1,8 +1,9 @@
 """Backbone throughput (images/s) on this machine: one training step and inference.
 
-Each backbone (random weights, last stride 1 unless ``--last_stride 2``) gets a proxy head (global average pooling ->
-Dense(num_classes) -> softmax cross-entropy) and an Adam optimizer; a compiled ``tf.function``
-training step and an inference call are timed after warm-up on random raw-RGB batches.
+Each backbone (random weights, last stride 1 unless ``--last_stride 2``) gets a proxy head
+(global average pooling -> Dense(num_classes) -> softmax cross-entropy) and an Adam optimizer; a
+compiled ``tf.function`` training step and an inference call are timed after warm-up on random
+raw-RGB batches. The first line printed names the CPU and the settings.
 
     python benchmarks/backbone_speed.py [--names MobileNetV3Small MobileNetV3Large resnet50]
         [--image_height 128 --image_width 64 --train_batch 32 --infer_batch 64 --steps 5]
